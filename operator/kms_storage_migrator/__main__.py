@@ -1,0 +1,3 @@
+from kms_storage_migrator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""A local control plane: real etcd, kube-apiserver and the KMS v2 plugin on loopback."""

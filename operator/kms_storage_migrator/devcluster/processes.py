@@ -1,0 +1,137 @@
+"""Starting, watching and stopping the dev cluster's background processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kms_storage_migrator.errors import UserError
+
+LOG_TAIL_LINES = 25
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def ensure_port_free(port: int, owner: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise UserError(
+                f"port 127.0.0.1:{port} for {owner} is already in use ({error.strerror}); "
+                "stop whatever listens there or choose another port"
+            ) from error
+
+
+def start(command: Sequence[str], log_path: Path, *, environment: dict[str, str] | None = None) -> int:
+    """Start ``command`` detached from this process (it outlives the CLI); return its PID."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=environment,
+        )
+    return process.pid
+
+
+def is_running(pid: int | None, expected_program: str | None = None) -> bool:
+    """Whether ``pid`` is alive (and, when given, still runs ``expected_program``, not a reused PID)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    _reap(pid)
+    status_path = Path(f"/proc/{pid}/stat")
+    try:
+        # A zombie (state Z) has exited; our own children stay zombies until reaped.
+        if status_path.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        if expected_program:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            return expected_program.encode() in command_line
+    except (OSError, IndexError):
+        return False
+    return True
+
+
+def stop(pid: int | None, expected_program: str, *, grace_seconds: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_seconds``; returns once the process is gone."""
+    if not is_running(pid, expected_program):
+        return
+    assert pid is not None
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            return
+        time.sleep(0.1)
+    _signal_group(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not is_running(pid):
+            return
+        time.sleep(0.05)
+
+
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    # Each component runs in its own session, so its whole process group goes with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    pid: int,
+    program: str,
+    log_path: Path,
+    timeout_seconds: float,
+) -> None:
+    """Poll ``ready`` every 100 ms; fail early with the log's tail if the process dies."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not is_running(pid, program):
+            raise UserError(
+                f"{what} exited before it was ready; last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        time.sleep(0.1)
+    raise UserError(
+        f"{what} was not ready within {timeout_seconds:.0f}s; last lines of {log_path}:\n{log_tail(log_path)}"
+    )

@@ -1,0 +1,1 @@
+"""The encryption inventory: how every stored object is encrypted (`scan`)."""

@@ -1,0 +1,239 @@
+"""The one Kubernetes API client: credentials, raw JSON over aiohttp, metadata-only requests.
+
+Credentials come from a kubeconfig or the in-cluster service account through the official
+``kubernetes`` package's loaders (blocking, so only at startup); every request afterwards is
+async. Lists and patch responses ask for ``PartialObjectMetadata`` so decrypted payloads
+(Secret data, ConfigMap data) never reach this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from kms_storage_migrator.errors import UserError
+
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+FIELD_MANAGER = "kms-storage-migrator"
+# The in-cluster token is rotated by the kubelet; re-reading it this often keeps it valid.
+TOKEN_REREAD_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ApiCredentials:
+    """Where the apiserver is and how to prove who we are (paths, never secret values in logs)."""
+
+    server: str
+    ca_path: str | None = None
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    token: str | None = None
+    token_path: str | None = None
+    insecure: bool = False
+
+    def describe(self) -> str:
+        return self.server
+
+
+def load_credentials(kubeconfig: Path | None) -> ApiCredentials:
+    """Load credentials from ``kubeconfig`` or, when it is None, from the in-cluster service account.
+
+    Blocking (the loaders read files and may run exec plugins): call it once at startup.
+    """
+    from kubernetes import client, config  # imported here: only startup needs the heavy package
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is not None:
+            if not kubeconfig.is_file():
+                raise UserError(f"--kubeconfig {kubeconfig}: no such file")
+            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+            token_path = None
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+            token_path = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    except config.ConfigException as error:
+        source = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
+        raise UserError(f"cannot load Kubernetes credentials from {source}: {error}") from error
+    authorization = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get(
+        "BearerToken"
+    )
+    token = None
+    if authorization:
+        token = authorization.removeprefix("Bearer ").strip()
+    return ApiCredentials(
+        server=configuration.host.rstrip("/"),
+        ca_path=configuration.ssl_ca_cert,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        token=token,
+        token_path=token_path,
+        insecure=not configuration.verify_ssl,
+    )
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the apiserver, carrying the Status fields that matter."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        self.body: Mapping[str, Any] = body or {}
+
+
+class TransportError(Exception):
+    """The request did not get an HTTP answer (connection refused, reset, timeout)."""
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (the apiserver sends whole seconds)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _ssl_context(credentials: ApiCredentials) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=credentials.ca_path)
+    if credentials.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if credentials.certificate_path and credentials.private_key_path:
+        context.load_cert_chain(credentials.certificate_path, credentials.private_key_path)
+    return context
+
+
+class KubeApi:
+    """Async raw-JSON access to one apiserver. Use as ``async with KubeApi(creds) as api``."""
+
+    def __init__(self, credentials: ApiCredentials, *, request_timeout: float = 60.0) -> None:
+        self.credentials = credentials
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._token = credentials.token
+        self._token_read_at = time.monotonic()
+
+    async def __aenter__(self) -> KubeApi:
+        # Building the SSL context reads certificate files: keep it off the event loop.
+        context = await asyncio.to_thread(_ssl_context, self.credentials)
+        connector = aiohttp.TCPConnector(ssl=context, limit=64)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _authorization(self) -> dict[str, str]:
+        path = self.credentials.token_path
+        if path and time.monotonic() - self._token_read_at > TOKEN_REREAD_SECONDS:
+            self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
+            self._token_read_at = time.monotonic()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+    ) -> ApiResponse:
+        """Send one request; raise :class:`ApiError` on a non-2xx answer, :class:`TransportError` on none."""
+        if self._session is None:
+            raise RuntimeError("KubeApi used outside 'async with'")
+        headers = {"Accept": accept, **await self._authorization()}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            data = json.dumps(body)
+        url = self.credentials.server + path
+        try:
+            async with self._session.request(method, url, params=params, data=data, headers=headers) as reply:
+                text = await reply.text()
+                status = reply.status
+                retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise TransportError(f"{method} {path}: {type(error).__name__}: {error}") from error
+        document = _decode(text)
+        if status >= 300:
+            raise ApiError(
+                status,
+                str(document.get("reason") or "") or f"HTTP{status}",
+                str(document.get("message") or "")[:500],
+                retry_after=retry_after,
+                body=document,
+            )
+        return ApiResponse(status, document)
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        return (await self.request("GET", path)).body
+
+    async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]:
+        """One page of a list, metadata only."""
+        params = {"limit": str(limit)}
+        if continue_token:
+            params["continue"] = continue_token
+        return (await self.request("GET", path, params=params, accept=METADATA_LIST)).body
+
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        content_type: str = MERGE_PATCH,
+        metadata_only: bool = True,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        accept = METADATA_OBJECT if metadata_only else "application/json"
+        reply = await self.request("PATCH", path, params=params, body=body, content_type=content_type, accept=accept)
+        return reply.body
+
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+
+
+def _decode(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return {"message": text[:200]}
+    return document if isinstance(document, dict) else {}

@@ -1,0 +1,1 @@
+"""The migration: discover, plan, rewrite, verify; progress to the StorageMigration status."""

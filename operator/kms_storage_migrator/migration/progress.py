@@ -1,0 +1,429 @@
+"""Progress of one migration: counters, checkpoints and the status document (pure, no I/O).
+
+The status document is both what users read (``kubectl get sm``) and the checkpoint a
+restarted operator resumes from, so :func:`to_status` and :func:`from_status` round-trip.
+Counters committed at each page end travel with the checkpoint: a resumed run redoes at most
+one page and never counts an object twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+MAX_FAILURES = 10
+MAX_EXAMPLES = 10
+MAX_MESSAGE = 300
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    DISCOVERING = "Discovering"
+    SCANNING = "Scanning"
+    MIGRATING = "Migrating"
+    VERIFYING = "Verifying"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+ACTIVE_PHASES = frozenset({Phase.DISCOVERING, Phase.SCANNING, Phase.MIGRATING, Phase.VERIFYING})
+
+
+class Outcome(StrEnum):
+    """What one no-op write did to one object."""
+
+    REWRITTEN = "rewritten"  # stored anew: resourceVersion moved
+    UNCHANGED = "unchanged"  # already current: the apiserver skipped the write
+    CONFLICT = "conflict"  # changed by someone else meanwhile; their write re-encrypted it
+    GONE = "gone"  # deleted meanwhile
+    REFUSED = "refused"  # 403/422/webhook denial: recorded, never retried
+    EXHAUSTED = "exhausted"  # still failing after maxAttemptsPerObject tries
+
+
+FAILED_OUTCOMES = frozenset({Outcome.REFUSED, Outcome.EXHAUSTED})
+
+
+class ResourcePhase(StrEnum):
+    PENDING = "Pending"
+    MIGRATING = "Migrating"
+    DONE = "Done"
+    FAILED = "Failed"
+
+
+class VerificationResult(StrEnum):
+    VERIFIED = "Verified"  # etcd read back: nothing rewritable is stale
+    STALE_FOUND = "StaleFound"
+    UNVERIFIED = "Unverified"  # no etcd access
+
+
+@dataclass
+class Counts:
+    rewritten: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
+    gone: int = 0
+    failed: int = 0
+    retries: int = 0
+
+    def record(self, outcome: Outcome) -> None:
+        if outcome is Outcome.REWRITTEN:
+            self.rewritten += 1
+        elif outcome is Outcome.UNCHANGED:
+            self.unchanged += 1
+        elif outcome is Outcome.CONFLICT:
+            self.conflicts += 1
+        elif outcome is Outcome.GONE:
+            self.gone += 1
+        else:
+            self.failed += 1
+
+    @property
+    def done(self) -> int:
+        """Objects that reached a final outcome (retries are attempts, not objects)."""
+        return self.rewritten + self.unchanged + self.conflicts + self.gone + self.failed
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
+
+    def copy(self) -> Counts:
+        return dataclasses.replace(self)
+
+    def to_status(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_status(cls, document: Mapping[str, Any]) -> Counts:
+        return cls(**{f.name: _int(document.get(f.name)) for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class Checkpoint:
+    """Where a resource's walk resumes, and the counts as of that point."""
+
+    continue_token: str | None = None  # Full mode: the list page still to do
+    last_key: str | None = None  # Targeted mode: the last etcd key done
+    counts: Counts = field(default_factory=Counts)
+
+    def to_status(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"counts": self.counts.to_status()}
+        if self.continue_token:
+            document["continue"] = self.continue_token
+        if self.last_key:
+            document["lastKey"] = self.last_key
+        return document
+
+    @classmethod
+    def from_status(cls, document: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            continue_token=document.get("continue") or None,
+            last_key=document.get("lastKey") or None,
+            counts=Counts.from_status(document.get("counts") or {}),
+        )
+
+
+@dataclass
+class ResourceProgress:
+    group: str
+    version: str
+    resource: str
+    phase: ResourcePhase = ResourcePhase.PENDING
+    estimate: int = 0  # objects this resource is expected to take (listed or found stale)
+    scanned: int = 0  # etcd keys seen in the last scan
+    write_format: str | None = None  # how the apiserver stores this resource now, learned by read-back
+    counts: Counts = field(default_factory=Counts)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.group or 'core'}/{self.resource}"
+
+    def commit(self, *, continue_token: str | None = None, last_key: str | None = None) -> None:
+        """Record a page as done: the next run starts after it, with these counts."""
+        self.checkpoint = Checkpoint(continue_token, last_key, self.counts.copy())
+
+    def rewind(self) -> None:
+        """Drop counts of a page that was not committed (the resumed run redoes it)."""
+        self.counts = self.checkpoint.counts.copy()
+
+    def to_status(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "name": self.name,
+            "group": self.group,
+            "version": self.version,
+            "resource": self.resource,
+            "phase": self.phase.value,
+            "objectsTotal": self.estimate,
+            **self.counts.to_status(),
+            "checkpoint": self.checkpoint.to_status(),
+        }
+        if self.scanned:
+            document["scanned"] = self.scanned
+        if self.write_format:
+            document["writeFormat"] = self.write_format
+        if self.message:
+            document["message"] = _clip(self.message)
+        return document
+
+    @classmethod
+    def from_status(cls, document: Mapping[str, Any]) -> ResourceProgress:
+        return cls(
+            group=str(document.get("group") or ""),
+            version=str(document.get("version") or ""),
+            resource=str(document.get("resource") or ""),
+            phase=ResourcePhase(document.get("phase") or ResourcePhase.PENDING),
+            estimate=_int(document.get("objectsTotal")),
+            scanned=_int(document.get("scanned")),
+            write_format=document.get("writeFormat") or None,
+            counts=Counts.from_status(document),
+            checkpoint=Checkpoint.from_status(document.get("checkpoint") or {}),
+            message=str(document.get("message") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One object the migration could not rewrite; names and reasons only, never data."""
+
+    resource: str
+    namespace: str
+    name: str
+    reason: str
+    message: str
+
+    def to_status(self) -> dict[str, str]:
+        document = {"resource": self.resource, "name": self.name, "reason": self.reason}
+        if self.namespace:
+            document["namespace"] = self.namespace
+        document["message"] = _clip(self.message)
+        return document
+
+    @classmethod
+    def from_status(cls, document: Mapping[str, Any]) -> Failure:
+        return cls(
+            resource=str(document.get("resource") or ""),
+            namespace=str(document.get("namespace") or ""),
+            name=str(document.get("name") or ""),
+            reason=str(document.get("reason") or ""),
+            message=str(document.get("message") or ""),
+        )
+
+
+@dataclass
+class Verification:
+    result: VerificationResult
+    scanned: int = 0
+    stale: int = 0
+    examples: list[str] = field(default_factory=list)
+    message: str = ""
+
+    def to_status(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"result": self.result.value, "scanned": self.scanned, "stale": self.stale}
+        if self.examples:
+            document["examples"] = self.examples[:MAX_EXAMPLES]
+        if self.message:
+            document["message"] = _clip(self.message)
+        return document
+
+    @classmethod
+    def from_status(cls, document: Mapping[str, Any]) -> Verification:
+        return cls(
+            result=VerificationResult(document.get("result") or VerificationResult.UNVERIFIED),
+            scanned=_int(document.get("scanned")),
+            stale=_int(document.get("stale")),
+            examples=[str(e) for e in document.get("examples") or []],
+            message=str(document.get("message") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class DroppedResource:
+    name: str
+    reason: str
+
+    def to_status(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason}
+
+
+@dataclass
+class Totals:
+    objects_total: int
+    counts: Counts
+    remaining: int
+    percent: int
+
+    def to_status(self) -> dict[str, int]:
+        return {
+            "objectsTotal": self.objects_total,
+            **self.counts.to_status(),
+            "remaining": self.remaining,
+            "percent": self.percent,
+        }
+
+
+@dataclass
+class MigrationProgress:
+    """Everything the status says about one migration; mutated by the runner, rendered here."""
+
+    phase: Phase = Phase.PENDING
+    mode: str | None = None  # the effective mode (Auto resolved)
+    message: str = ""
+    observed_generation: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    resources: list[ResourceProgress] = field(default_factory=list)
+    dropped: list[DroppedResource] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    failures_total: int = 0
+    key_id: str | None = None
+    verification: Verification | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+
+    def record_failure(self, failure: Failure) -> None:
+        self.failures_total += 1
+        if len(self.failures) < MAX_FAILURES:
+            self.failures.append(failure)
+
+    def resource(self, name: str) -> ResourceProgress | None:
+        return next((r for r in self.resources if r.name == name), None)
+
+    def totals(self) -> Totals:
+        counts = sum_counts(r.counts for r in self.resources)
+        # An estimate can trail reality (objects created meanwhile): never below what is done.
+        objects_total = sum(max(r.estimate, r.counts.done) for r in self.resources)
+        remaining = max(0, objects_total - counts.done)
+        if self.phase is Phase.SUCCEEDED:
+            percent = 100
+        elif objects_total:
+            percent = min(99, counts.done * 100 // objects_total)
+        else:
+            percent = 0
+        return Totals(objects_total, counts, remaining, percent)
+
+
+def sum_counts(counts: Iterable[Counts]) -> Counts:
+    total = Counts()
+    for item in counts:
+        total = total.plus(item)
+    return total
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str, now: str
+) -> list[dict[str, Any]]:
+    """Return conditions with ``kind`` set; lastTransitionTime moves only when status flips."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.get("type") == kind), None)
+    changed = previous is None or previous.get("status") != value
+    transition = now if changed or previous is None else str(previous.get("lastTransitionTime") or now)
+    entry = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": _clip(message),
+        "lastTransitionTime": transition,
+    }
+    return [c for c in conditions if c.get("type") != kind] + [entry]
+
+
+def derive_conditions(progress: MigrationProgress, now: str) -> list[dict[str, Any]]:
+    """Ready, Progressing and Degraded from the phase, failures and verification."""
+    phase = progress.phase
+    conditions = progress.conditions
+    ready = phase is Phase.SUCCEEDED
+    conditions = set_condition(
+        conditions, "Ready", ready, phase.value, progress.message or f"migration is {phase.value}", now
+    )
+    progressing = phase in ACTIVE_PHASES
+    conditions = set_condition(
+        conditions,
+        "Progressing",
+        progressing,
+        phase.value if progressing else ("Waiting" if phase is Phase.PENDING else "Finished"),
+        progress.message or phase.value,
+        now,
+    )
+    degraded, reason, message = _degradation(progress)
+    return set_condition(conditions, "Degraded", degraded, reason, message, now)
+
+
+def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
+    verification = progress.verification
+    if verification is not None and verification.result is VerificationResult.STALE_FOUND:
+        examples = ", ".join(verification.examples[:3])
+        return True, "StaleObjectsRemain", f"{verification.stale} object(s) still stale, e.g. {examples}"
+    if progress.phase is Phase.FAILED:
+        return True, "MigrationFailed", progress.message or "the migration failed"
+    if progress.failures_total:
+        first = progress.failures[0] if progress.failures else None
+        example = f", e.g. {first.resource} {_object_name(first)}: {first.reason}" if first else ""
+        return True, "ObjectsNotRewritten", f"{progress.failures_total} object(s) could not be rewritten{example}"
+    return False, "AsExpected", "no failures"
+
+
+def _object_name(failure: Failure) -> str:
+    return f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
+
+
+def to_status(progress: MigrationProgress, now: str) -> dict[str, Any]:
+    """The whole status document (what a merge patch of /status sends)."""
+    totals = progress.totals()
+    progress.conditions = derive_conditions(progress, now)
+    document: dict[str, Any] = {
+        "phase": progress.phase.value,
+        "message": _clip(progress.message),
+        "progress": f"{totals.percent}%",
+        "totals": totals.to_status(),
+        "resources": [r.to_status() for r in progress.resources],
+        "dropped": [d.to_status() for d in progress.dropped],
+        "failures": [f.to_status() for f in progress.failures],
+        "failuresTotal": progress.failures_total,
+        "conditions": progress.conditions,
+        "mode": progress.mode,
+        "observedGeneration": progress.observed_generation,
+        "startTime": progress.start_time,
+        "completionTime": progress.completion_time,
+        "keyId": progress.key_id,
+        "verification": progress.verification.to_status() if progress.verification else None,
+    }
+    # A merge patch deletes keys sent as null: unset fields clear stale values from a past run.
+    return document
+
+
+def from_status(status: Mapping[str, Any] | None) -> MigrationProgress:
+    """Rebuild progress from a stored status (resume after a restart); tolerant of missing fields."""
+    status = status or {}
+    phase_text = status.get("phase") or Phase.PENDING
+    phase = Phase(phase_text) if phase_text in Phase._value2member_map_ else Phase.PENDING
+    generation = status.get("observedGeneration")
+    verification = status.get("verification")
+    return MigrationProgress(
+        phase=phase,
+        mode=status.get("mode") or None,
+        message=str(status.get("message") or ""),
+        observed_generation=int(generation) if generation is not None else None,
+        start_time=status.get("startTime") or None,
+        completion_time=status.get("completionTime") or None,
+        resources=[ResourceProgress.from_status(r) for r in status.get("resources") or []],
+        dropped=[DroppedResource(str(d.get("name")), str(d.get("reason"))) for d in status.get("dropped") or []],
+        failures=[Failure.from_status(f) for f in status.get("failures") or []],
+        failures_total=_int(status.get("failuresTotal")),
+        key_id=status.get("keyId") or None,
+        verification=Verification.from_status(verification) if verification else None,
+        conditions=[dict(c) for c in status.get("conditions") or []],
+    )
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"

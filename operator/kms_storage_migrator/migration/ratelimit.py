@@ -1,0 +1,85 @@
+"""Request pacing: a token bucket whose rate halves while the apiserver says it is overloaded.
+
+The bucket is shared by every worker of a migration, so ``qps`` bounds the whole migration.
+Repeated 429s or 5xx answers slow everyone down (the apiserver is one shared resource);
+each run of successes wins back a little rate, up to the configured ``qps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+MIN_QPS = 1.0
+# How many consecutive successes restore one step of rate after a slow-down.
+RECOVERY_STREAK = 20
+RECOVERY_FACTOR = 1.25
+SLOWDOWN_FACTOR = 0.5
+
+
+class TokenBucket:
+    """Classic token bucket; pure arithmetic over an injected clock so it is testable."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._stamp = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def take(self) -> float:
+        """Take one token; return how long the caller must wait before using it (0 if none)."""
+        self._refill()
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def set_rate(self, rate: float) -> None:
+        self._refill()
+        self.rate = rate
+
+
+class AdaptiveRateLimiter:
+    """The migration's pacing: a token bucket plus the global slow-down on overload signals."""
+
+    def __init__(
+        self,
+        qps: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.max_qps = qps
+        # Burst of one second's worth keeps bursts short enough for a shared apiserver.
+        self._bucket = TokenBucket(qps, max(1.0, qps), clock)
+        self._sleep = sleep
+        self._streak = 0
+
+    @property
+    def current_qps(self) -> float:
+        return self._bucket.rate
+
+    async def acquire(self) -> None:
+        delay = self._bucket.take()
+        if delay > 0:
+            await self._sleep(delay)
+
+    def overloaded(self) -> None:
+        """The apiserver answered 429 or 5xx: halve the rate for everyone."""
+        self._streak = 0
+        self._bucket.set_rate(max(MIN_QPS, self._bucket.rate * SLOWDOWN_FACTOR))
+
+    def succeeded(self) -> None:
+        if self._bucket.rate >= self.max_qps:
+            return
+        self._streak += 1
+        if self._streak >= RECOVERY_STREAK:
+            self._streak = 0
+            self._bucket.set_rate(min(self.max_qps, self._bucket.rate * RECOVERY_FACTOR))
