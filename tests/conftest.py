@@ -38,4 +38,3 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield make
     for cluster in started:
         cluster.down()
-

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from kubernetes import client, config
 
 from kms_storage_migrator.errors import UserError
 
@@ -28,6 +29,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kms-storage-migrator"
 # The in-cluster token is rotated by the kubelet; re-reading it this often keeps it valid.
 TOKEN_REREAD_SECONDS = 60.0
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,6 @@ def load_credentials(kubeconfig: Path | None) -> ApiCredentials:
 
     Blocking (the loaders read files and may run exec plugins): call it once at startup.
     """
-    from kubernetes import client, config  # imported here: only startup needs the heavy package
-
     configuration = client.Configuration()
     try:
         if kubeconfig is not None:
@@ -62,7 +62,7 @@ def load_credentials(kubeconfig: Path | None) -> ApiCredentials:
             token_path = None
         else:
             config.load_incluster_config(client_configuration=configuration)
-            token_path = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+            token_path = str(SERVICE_ACCOUNT_DIR / "token")
     except config.ConfigException as error:
         source = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
         raise UserError(f"cannot load Kubernetes credentials from {source}: {error}") from error
@@ -222,7 +222,9 @@ class KubeApi:
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         accept = METADATA_OBJECT if metadata_only else "application/json"
-        reply = await self.request("PATCH", path, params=params, body=body, content_type=content_type, accept=accept)
+        reply = await self.request(
+            "PATCH", path, params=params, body=body, content_type=content_type, accept=accept
+        )
         return reply.body
 
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:

@@ -58,7 +58,9 @@ def install_widget_crd(cluster: DevCluster) -> None:
 def create_objects(cluster: DevCluster, namespace: str, suffix: str) -> dict[str, str]:
     """A Secret, a ConfigMap and a Widget; returns their etcd keys by kind."""
     cluster.kubectl("create", "namespace", namespace, check=False)
-    cluster.kubectl("create", "secret", "generic", f"s-{suffix}", "-n", namespace, "--from-literal=password=hunter2")
+    cluster.kubectl(
+        "create", "secret", "generic", f"s-{suffix}", "-n", namespace, "--from-literal=password=hunter2"
+    )
     cluster.kubectl("create", "configmap", f"c-{suffix}", "-n", namespace, "--from-literal=color=blue")
     widget = {
         "apiVersion": "test.kms-storage-migrator.io/v1",
@@ -85,7 +87,8 @@ def assert_kms_v2_under(cluster: DevCluster, keys: dict[str, str], key_id: str) 
         value = stored(cluster, key)
         assert value.startswith(KMS_PREFIX), f"{kind} at {key} is not KMS v2: {value[:30]!r}"
         assert key_id_field(key_id) in value, f"{kind} at {key} is not under key {key_id}"
-        assert b"hunter2" not in value and b"blue" not in value
+        assert b"hunter2" not in value
+        assert b"blue" not in value
 
 
 def test_objects_are_stored_under_the_plugins_primary_key(dev_cluster: DevCluster) -> None:
@@ -93,7 +96,9 @@ def test_objects_are_stored_under_the_plugins_primary_key(dev_cluster: DevCluste
     suffix = uuid.uuid4().hex[:8]
     keys = create_objects(dev_cluster, f"enc-{suffix}", suffix)
     assert_kms_v2_under(dev_cluster, keys, dev_cluster.current_key_id())
-    secret = json.loads(dev_cluster.kubectl("get", "secret", f"s-{suffix}", "-n", f"enc-{suffix}", "-o", "json"))
+    secret = json.loads(
+        dev_cluster.kubectl("get", "secret", f"s-{suffix}", "-n", f"enc-{suffix}", "-o", "json")
+    )
     assert secret["data"]["password"] == "aHVudGVyMg=="  # base64 of hunter2: decrypts on read
 
 
@@ -131,18 +136,21 @@ def test_disabled_primary_key_fails_writes_until_enabled(make_cluster: Callable[
     cluster = make_cluster(encryption="kms")
     primary = cluster.current_key_id()
     set_key_state(cluster.keyring, primary, "disabled")
-    # A running apiserver keeps its DEK for minutes; a restart makes it ask the plugin again.
-    cluster.restart_apiserver(wait_until_ready=False)
-    failure = wait_for_write_outcome(cluster, "disabled", want_success=False)
-    assert primary in failure and "disabled" in failure, failure
+    # The apiserver polls Status each minute and keeps using its DEK for 3 minutes after the
+    # last healthy answer (that is KMS v2's design, so a KMS blip does not stop writes).
+    failure = wait_for_write_outcome(cluster, "disabled", want_success=False, timeout=330)
+    assert "InternalError" in failure or "Internal error" in failure, failure
+    assert "hunter2" not in failure
 
     set_key_state(cluster.keyring, primary, "enabled")
-    # The apiserver polls Status every 10 s while unhealthy, then writes work again.
+    # While unhealthy the apiserver polls Status every 10 s, then writes work again.
     wait_for_write_outcome(cluster, "enabled", want_success=True, timeout=120)
     assert key_id_field(primary) in stored(cluster, "/registry/configmaps/default/probe-enabled")
 
 
-def wait_for_write_outcome(cluster: DevCluster, suffix: str, *, want_success: bool, timeout: float = 60) -> str:
+def wait_for_write_outcome(
+    cluster: DevCluster, suffix: str, *, want_success: bool, timeout: float = 60
+) -> str:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:

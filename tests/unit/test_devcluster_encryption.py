@@ -13,7 +13,12 @@ def test_kms_mode_writes_kms_v2_and_keeps_identity_as_read_fallback() -> None:
     (rule,) = document["resources"]
     assert rule["resources"] == ["*.*"]
     kms, identity = rule["providers"]
-    assert kms["kms"] == {"apiVersion": "v2", "name": "local-kms", "endpoint": "unix:///tmp/kms.sock", "timeout": "3s"}
+    assert kms["kms"] == {
+        "apiVersion": "v2",
+        "name": "local-kms",
+        "endpoint": "unix:///tmp/kms.sock",
+        "timeout": "3s",
+    }
     assert identity == {"identity": {}}
 
 

@@ -38,7 +38,10 @@ def test_serving_certificates_cover_loopback_and_the_service_address(pki: Cluste
         assert "localhost" in names.get_values_for_type(x509.DNSName)
         addresses = names.get_values_for_type(x509.IPAddress)
         assert ipaddress.ip_address("127.0.0.1") in addresses
-        assert ExtendedKeyUsageOID.SERVER_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert (
+            ExtendedKeyUsageOID.SERVER_AUTH
+            in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        )
 
 
 def test_admin_is_a_system_masters_client(pki: ClusterPki) -> None:

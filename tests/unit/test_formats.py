@@ -186,9 +186,9 @@ class TestUnknown:
             assert "hunter2" not in classify(value).describe()
 
 
-key_ids = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=80
-).filter(lambda text: 0 < len(text.encode()) <= 1024)
+key_ids = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=80).filter(
+    lambda text: 0 < len(text.encode()) <= 1024
+)
 providers = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=40)
 
 
@@ -208,12 +208,17 @@ def test_well_formed_kms_v2_round_trips(
     dek_source: bytes,
     annotations: dict[bytes, bytes],
 ) -> None:
-    value = b"k8s:enc:kms:v2:" + provider.encode() + b":" + encrypted_object(
-        key_id=key_id.encode(),
-        dek_source_type=dek_source_type,
-        data=data,
-        dek_source=dek_source,
-        annotations=annotations,
+    value = (
+        b"k8s:enc:kms:v2:"
+        + provider.encode()
+        + b":"
+        + encrypted_object(
+            key_id=key_id.encode(),
+            dek_source_type=dek_source_type,
+            data=data,
+            dek_source=dek_source,
+            annotations=annotations,
+        )
     )
     assert classify(value) == StoredFormat(
         FormatKind.KMS_V2, provider=provider, key_id=key_id, dek_source_type=dek_source_type

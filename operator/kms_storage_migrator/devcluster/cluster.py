@@ -145,7 +145,7 @@ class DevCluster:
         for port, owner in ((apiserver_port, "kube-apiserver"), (etcd_port, "etcd")):
             if port:
                 processes.ensure_port_free(port, owner)
-        needed = ("etcd", "etcdctl", "kube-apiserver")
+        needed: tuple[str, ...] = ("etcd", "etcdctl", "kube-apiserver")
         if with_controller_manager:
             needed += ("kube-controller-manager",)
         binaries.ensure_binaries(needed)
@@ -189,15 +189,11 @@ class DevCluster:
         with contextlib.suppress(FileNotFoundError):
             Path(state.kms_socket).unlink()
 
-    def restart_apiserver(self, *, wait_until_ready: bool = True) -> None:
-        """Restart kube-apiserver so a changed encryption config or KEK applies at once.
-
-        Without ``wait_until_ready`` it returns once the apiserver is live (serving), which is
-        all a test of a failing KMS plugin can expect: /readyz stays red while the KEK is off.
-        """
+    def restart_apiserver(self) -> None:
+        """Restart kube-apiserver so a changed encryption config or KEK applies at once."""
         state = self.load_state()
         processes.stop(state.pids.get("kube-apiserver"), "kube-apiserver")
-        self._start_apiserver(state, wait_until_ready=wait_until_ready)
+        self._start_apiserver(state)
 
     def encrypt(self) -> None:
         """Switch a plaintext cluster to KMS v2 writes (identity stays as a read fallback)."""
@@ -248,7 +244,7 @@ class DevCluster:
         }
 
     # Tools against this cluster.
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:  # noqa: A002
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         completed = subprocess.run(
             [str(self.binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
@@ -348,7 +344,7 @@ class DevCluster:
             timeout_seconds=KMS_READY_TIMEOUT,
         )
 
-    def _start_apiserver(self, state: ClusterState, *, wait_until_ready: bool = True) -> None:
+    def _start_apiserver(self, state: ClusterState) -> None:
         pki = self.pki
         etcd_client = pki.apiserver_etcd_client
         command = [
@@ -359,6 +355,8 @@ class DevCluster:
             f"--etcd-keyfile={etcd_client.key}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The lease reconciler refuses a loopback advertise address; one apiserver needs none.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={state.apiserver_port}",
             f"--tls-cert-file={pki.apiserver.cert}",
             f"--tls-private-key-file={pki.apiserver.key}",
@@ -379,7 +377,7 @@ class DevCluster:
         state.pids["kube-apiserver"] = processes.start(command, log_path)
         self._save_state(state)
         processes.wait_until(
-            self._apiserver_ready if wait_until_ready else self._apiserver_live,
+            self._apiserver_ready,
             what=f"kube-apiserver on https://127.0.0.1:{state.apiserver_port}",
             pid=state.pids["kube-apiserver"],
             program="kube-apiserver",
@@ -418,9 +416,6 @@ class DevCluster:
         return self._https_ok(f"{self.api_url}/readyz", context) and self._https_ok(
             f"{self.api_url}/api/v1/namespaces/default", context
         )
-
-    def _apiserver_live(self) -> bool:
-        return self._https_ok(f"{self.api_url}/livez", self._client_ssl_context(self.pki.admin))
 
     @staticmethod
     def _https_ok(url: str, context: ssl.SSLContext) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 from kms_storage_migrator.devcluster import binaries
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.devcluster.encryption import EncryptionMode
+from kms_storage_migrator.devcluster.seed import seed
+from kms_storage_migrator.errors import UserError
 
 DEFAULT_DIRECTORY = Path(".devcluster")
 
@@ -56,6 +58,10 @@ def register(subparsers: Any) -> None:
         handler=_encrypt
     )
     action("rotate-kek", "make a new primary KEK and restart the apiserver").set_defaults(handler=_rotate)
+    seed = action("seed", "create CRDs and a mix of objects (core, apps, RBAC, custom resources)")
+    seed.add_argument("--objects", type=int, default=3000, help="how many objects (default: 3000)")
+    seed.add_argument("--namespaces", type=int, default=20, help="spread over this many namespaces")
+    seed.set_defaults(handler=_seed)
     build = actions.add_parser("build", help="build (or find cached) every dev-cluster binary")
     build.add_argument("names", nargs="*", default=list(binaries.ALL_BINARIES), metavar="NAME")
     build.set_defaults(handler=_build)
@@ -108,6 +114,14 @@ def _encrypt(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     new_key_id = DevCluster(args.dir).rotate_kek()
     print(f"new primary KEK {new_key_id}; kube-apiserver restarted and writes with it")
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    if args.objects < 1 or args.namespaces < 1:
+        raise UserError("--objects and --namespaces must be at least 1")
+    created = seed(DevCluster(args.dir), args.objects, args.namespaces)
+    print(f"created {created} objects in {args.namespaces} namespaces")
     return 0
 
 

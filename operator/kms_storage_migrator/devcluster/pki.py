@@ -173,7 +173,8 @@ def _certificate(
             x509.DNSName("kubernetes.default.svc.cluster.local"),
         ]
         alternative_names += [
-            x509.IPAddress(ipaddress.ip_address(address)) for address in (*LOOPBACK_ADDRESSES, SERVICE_ADDRESS)
+            x509.IPAddress(ipaddress.ip_address(address))
+            for address in (*LOOPBACK_ADDRESSES, SERVICE_ADDRESS)
         ]
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
     return builder.sign(signing_key, hashes.SHA256())

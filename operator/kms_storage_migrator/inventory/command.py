@@ -1,7 +1,157 @@
-"""Placeholder until the `scan` subcommand lands (being written now)."""
+"""``kms-storage-migrator scan``: how every object in etcd is stored, read-only."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.inventory.counts import Inventory
+from kms_storage_migrator.inventory.expectation import WriteExpectation
+from kms_storage_migrator.inventory.report import print_table, to_json
+from kms_storage_migrator.inventory.scan import crd_index_from_etcd, scan_inventory, selection_prefixes
+from kms_storage_migrator.inventory.write_format import learn_write_format
+from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, GroupResource, UnknownResourceError
+
+__all__ = ["register"]
+
+EXIT_STALE = 1
 
 
 def register(subparsers: Any) -> None:
-    subparsers.add_parser("scan", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "scan",
+        help="count how every object in etcd is stored (plaintext, KMS v2 key id, ...); read-only",
+        description=(
+            "Read etcd (read-only) and report, per resource, how many objects are stored in plaintext, "
+            "under each KMS v2 key id, under other providers, or in an unknown format. Never prints values."
+        ),
+    )
+    EtcdConfig.add_arguments(parser)
+    parser.add_argument(
+        "--etcd-prefix",
+        default=DEFAULT_ROOT,
+        metavar="PATH",
+        help=f"the apiserver's --etcd-prefix ({DEFAULT_ROOT})",
+    )
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+    expected = parser.add_mutually_exclusive_group()
+    expected.add_argument(
+        "--expect-key-id", metavar="ID", help="the KMS v2 key id objects should be stored under"
+    )
+    expected.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="learn the current write format by writing (then deleting) a canary ConfigMap",
+    )
+    parser.add_argument(
+        "--canary-namespace",
+        default="default",
+        metavar="NS",
+        help="namespace of the canary ConfigMap (default)",
+    )
+    parser.add_argument(
+        "--fail-on-stale",
+        action="store_true",
+        help="exit 1 when any rewritable object is not in the expected format",
+    )
+    parser.add_argument(
+        "--resource",
+        action="append",
+        metavar="RESOURCE[.GROUP]",
+        help="scan only this resource, e.g. secrets, deployments.apps (repeatable)",
+    )
+    parser.add_argument(
+        "--page-size", type=int, default=DEFAULT_PAGE_SIZE, metavar="N", help="keys per etcd read"
+    )
+    parser.set_defaults(handler=run_scan)
+
+
+def parse_resource(text: str) -> GroupResource:
+    """``secrets`` → core, ``deployments.apps`` → apps, ``widgets.cr.example.com`` → cr.example.com."""
+    resource, _, group = text.strip().partition(".")
+    if not resource:
+        raise UserError(f"--resource {text!r}: expected RESOURCE[.GROUP], e.g. deployments.apps")
+    return GroupResource(group, resource)
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    if args.fail_on_stale and args.expect_key_id is None and args.kubeconfig is None:
+        raise UserError(
+            "--fail-on-stale needs to know the current format: give --expect-key-id or --kubeconfig"
+        )
+    if args.page_size < 1:
+        raise UserError("--page-size must be at least 1")
+    config = EtcdConfig.from_args(args)
+    inventory = asyncio.run(_scan(args, config))
+    if args.output == "json":
+        print(json.dumps(to_json(inventory), indent=2))
+    else:
+        print_table(inventory, Console(width=None if sys.stdout.isatty() else 200))
+    return EXIT_STALE if args.fail_on_stale and inventory.stale > 0 else 0
+
+
+async def _scan(args: argparse.Namespace, config: EtcdConfig) -> Inventory:
+    root = args.etcd_prefix.rstrip("/")
+    async with EtcdReader(config) as reader:
+        expectation: WriteExpectation | None = None
+        if args.expect_key_id is not None:
+            expectation = WriteExpectation.for_key_id(args.expect_key_id)
+        elif args.kubeconfig is not None:
+            expectation = await learn_write_format(
+                args.kubeconfig, reader, namespace=args.canary_namespace, root=root
+            )
+        index = await crd_index_from_etcd(reader, root=root)
+        selection = [parse_resource(text) for text in args.resource] if args.resource else None
+        try:
+            prefixes = selection_prefixes(selection, index, root=root)
+        except UnknownResourceError as error:
+            raise UserError(f"--resource: {error}") from None
+        with _progress(sys.stderr.isatty()) as advance:
+            if advance is not None:
+                advance(0, sum([await reader.count(prefix) for prefix in prefixes]))
+            return await scan_inventory(
+                reader,
+                index,
+                expectation,
+                selection,
+                page_size=args.page_size,
+                root=root,
+                on_page=(lambda n: advance(n, None)) if advance is not None else None,
+            )
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress bar on stderr when it is a terminal; ``advance(done, total)``."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("scanning etcd"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task("scan", total=None)
+
+    def advance(done: int, total: int | None) -> None:
+        if total is not None:
+            progress.update(task, total=total)
+        progress.advance(task, done)
+
+    with progress:
+        yield advance

@@ -1,17 +1,18 @@
 """``kms-storage-migrator kms-plugin``: serve the local KMS v2 plugin, or manage its keyring.
 
-    kms-plugin --listen unix:///PATH --keyring FILE     serve (until SIGTERM / SIGINT)
-    kms-plugin init    --keyring FILE                  create the keyring with one primary key
-    kms-plugin rotate  --keyring FILE                  add a key, make it primary; print its id
-    kms-plugin disable KEYID --keyring FILE            refuse to use a key
-    kms-plugin enable  KEYID --keyring FILE            use it again
-    kms-plugin status  --keyring FILE                  list key ids and states (never material)
+kms-plugin --listen unix:///PATH --keyring FILE     serve (until SIGTERM / SIGINT)
+kms-plugin init    --keyring FILE                  create the keyring with one primary key
+kms-plugin rotate  --keyring FILE                  add a key, make it primary; print its id
+kms-plugin disable KEYID --keyring FILE            refuse to use a key
+kms-plugin enable  KEYID --keyring FILE            use it again
+kms-plugin status  --keyring FILE                  list key ids and states (never material)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UserError("--listen unix:///PATH is required to serve (or give an action: init, rotate, ...)")
     keyring = _keyring_path(args)
     parse_listen(args.listen)  # a bad address is reported before anything starts
+    # grpc's own debug lines (one per call) would bury ours under `-v`.
+    logging.getLogger("grpc").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     asyncio.run(serve(args.listen, keyring))
     return 0
 
@@ -118,6 +121,10 @@ def _status(args: argparse.Namespace) -> int:
     print(f"keyring {path}: primary {keyring.primary_key_id}")
     width = max(len(key.id) for key in keyring.keys)
     for key in keyring.keys:
-        note = "  (primary, disabled: Encrypt fails)" if key.id == keyring.primary_key_id and not key.usable else ""
+        note = (
+            "  (primary, disabled: Encrypt fails)"
+            if key.id == keyring.primary_key_id and not key.usable
+            else ""
+        )
         print(f"  {key.id:<{width}}  {key.state}{note}")
     return 0

@@ -108,7 +108,7 @@ def create_keyring(path: Path) -> Keyring:
     key = Kek(id=f"{KEY_ID_PREFIX}1", state="primary", material=new_key_material())
     keyring = Keyring(primary_key_id=key.id, keys=(key,))
     _write(path, keyring, overwrite=False)
-    logger.info("created keyring %s with primary key %s", path, key.id)
+    logger.debug("created keyring %s with primary key %s", path, key.id)
     return keyring
 
 
@@ -143,7 +143,7 @@ def rotate_keyring(path: Path) -> str:
     new_key = Kek(id=keyring.next_key_id(), state="primary", material=new_key_material())
     old_keys = (replace(key, state="enabled") if key.state == "primary" else key for key in keyring.keys)
     _write(path, Keyring(primary_key_id=new_key.id, keys=(*old_keys, new_key)), overwrite=True)
-    logger.info("rotated keyring %s: primary is now %s (was %s)", path, new_key.id, keyring.primary_key_id)
+    logger.debug("rotated keyring %s: primary is now %s (was %s)", path, new_key.id, keyring.primary_key_id)
     return new_key.id
 
 
@@ -167,7 +167,7 @@ def set_key_state(path: Path, key_id: str, state: Literal["enabled", "disabled"]
     if updated != key:
         keys = tuple(updated if k.id == key_id else k for k in keyring.keys)
         _write(path, Keyring(primary_key_id=keyring.primary_key_id, keys=keys), overwrite=True)
-        logger.info("keyring %s: key %s is now %s", path, key_id, new_state)
+        logger.debug("keyring %s: key %s is now %s", path, key_id, new_state)
     return updated
 
 

@@ -1,7 +1,101 @@
-"""Placeholder until the `run` subcommand lands (being written now)."""
+"""``kms-storage-migrator run``: the operator (kopf, standalone, cluster-wide, one replica)."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
 from typing import Any
+
+from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.kube import KubeApi, load_credentials
+from kms_storage_migrator.metrics import OperatorMetrics
+from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
+from kms_storage_migrator.migration.service import OperatorContext
+from kms_storage_migrator.storage.etcd import EtcdConfig
+
+DEFAULT_METRICS_PORT = 9090
+ETCD_FLAGS = ("etcd_config", "etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
 
 
 def register(subparsers: Any) -> None:
-    subparsers.add_parser("run", help="(not available yet)")
+    parser = subparsers.add_parser(
+        "run",
+        help="run the operator: watch StorageMigrations and migrate",
+        description=(
+            "Run the operator (one replica). Credentials come from --kubeconfig, else from the "
+            "in-cluster service account. With etcd access (--etcd-config or --etcd-*), migrations "
+            "rewrite only stale objects and verify the result by reading etcd back."
+        ),
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=_env_path("KUBECONFIG"),
+        help="kubeconfig file (env KUBECONFIG; default: in-cluster service account)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_METRICS_PORT", DEFAULT_METRICS_PORT)),
+        help=f"Prometheus metrics port, 0 to disable (default {DEFAULT_METRICS_PORT})",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_HEALTH_PORT", "0")),
+        help="serve kopf's liveness probe on http://0.0.0.0:PORT/healthz (default: off)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_CONCURRENCY", DEFAULT_CONCURRENCY)),
+        help=f"parallel writes when a spec does not say (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--qps",
+        type=int,
+        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_QPS", DEFAULT_QPS)),
+        help=f"requests per second when a spec does not say (default {DEFAULT_QPS})",
+    )
+    EtcdConfig.add_arguments(parser)
+    parser.set_defaults(handler=run, etcd_config=_env_path("KMS_STORAGE_MIGRATOR_ETCD_CONFIG"))
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf  # noqa: PLC0415 (kopf configures logging on import; only `run` needs it)
+
+    from kms_storage_migrator.handlers import OperatorMemo, registry  # noqa: PLC0415
+
+    for flag, value in (("--concurrency", args.concurrency), ("--qps", args.qps)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    etcd_config = None
+    if any(getattr(args, flag) is not None for flag in ETCD_FLAGS):
+        etcd_config = EtcdConfig.from_args(args)
+    credentials = load_credentials(args.kubeconfig)  # blocking, before the event loop exists
+    metrics = OperatorMetrics() if args.metrics_port else None
+    context = OperatorContext(
+        api=KubeApi(credentials),
+        defaults=RunDefaults(concurrency=args.concurrency, qps=args.qps),
+        etcd_config=etcd_config,
+        metrics=metrics,
+    )
+    memo = OperatorMemo(credentials, context, args.metrics_port or None)
+    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=True,
+            standalone=True,
+            memo=memo,
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0

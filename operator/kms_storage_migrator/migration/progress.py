@@ -87,7 +87,9 @@ class Counts:
         return self.rewritten + self.unchanged + self.conflicts + self.gone + self.failed
 
     def plus(self, other: Counts) -> Counts:
-        return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
+        return Counts(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
 
     def copy(self) -> Counts:
         return dataclasses.replace(self)
@@ -313,7 +315,7 @@ def sum_counts(counts: Iterable[Counts]) -> Counts:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str, now: str
+    conditions: list[dict[str, Any]], kind: str, *, status: bool, reason: str, message: str, now: str
 ) -> list[dict[str, Any]]:
     """Return conditions with ``kind`` set; lastTransitionTime moves only when status flips."""
     value = "True" if status else "False"
@@ -336,19 +338,24 @@ def derive_conditions(progress: MigrationProgress, now: str) -> list[dict[str, A
     conditions = progress.conditions
     ready = phase is Phase.SUCCEEDED
     conditions = set_condition(
-        conditions, "Ready", ready, phase.value, progress.message or f"migration is {phase.value}", now
+        conditions,
+        "Ready",
+        status=ready,
+        reason=phase.value,
+        message=progress.message or f"migration is {phase.value}",
+        now=now,
     )
     progressing = phase in ACTIVE_PHASES
     conditions = set_condition(
         conditions,
         "Progressing",
-        progressing,
-        phase.value if progressing else ("Waiting" if phase is Phase.PENDING else "Finished"),
-        progress.message or phase.value,
-        now,
+        status=progressing,
+        reason=phase.value if progressing else ("Waiting" if phase is Phase.PENDING else "Finished"),
+        message=progress.message or phase.value,
+        now=now,
     )
     degraded, reason, message = _degradation(progress)
-    return set_condition(conditions, "Degraded", degraded, reason, message, now)
+    return set_condition(conditions, "Degraded", status=degraded, reason=reason, message=message, now=now)
 
 
 def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
@@ -361,7 +368,11 @@ def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
     if progress.failures_total:
         first = progress.failures[0] if progress.failures else None
         example = f", e.g. {first.resource} {_object_name(first)}: {first.reason}" if first else ""
-        return True, "ObjectsNotRewritten", f"{progress.failures_total} object(s) could not be rewritten{example}"
+        return (
+            True,
+            "ObjectsNotRewritten",
+            f"{progress.failures_total} object(s) could not be rewritten{example}",
+        )
     return False, "AsExpected", "no failures"
 
 
@@ -409,7 +420,9 @@ def from_status(status: Mapping[str, Any] | None) -> MigrationProgress:
         start_time=status.get("startTime") or None,
         completion_time=status.get("completionTime") or None,
         resources=[ResourceProgress.from_status(r) for r in status.get("resources") or []],
-        dropped=[DroppedResource(str(d.get("name")), str(d.get("reason"))) for d in status.get("dropped") or []],
+        dropped=[
+            DroppedResource(str(d.get("name")), str(d.get("reason"))) for d in status.get("dropped") or []
+        ],
         failures=[Failure.from_status(f) for f in status.get("failures") or []],
         failures_total=_int(status.get("failuresTotal")),
         key_id=status.get("keyId") or None,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 CORE = "core"
 # The same shape the CRD's CEL rule enforces: DNS-ish names in which any part may be '*'.
-PATTERN_SYNTAX = re.compile(r"^(\*|[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?)/(\*|[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?)$")
+NAME_SYNTAX = r"(\*|[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?)"
+PATTERN_SYNTAX = re.compile(f"^{NAME_SYNTAX}/{NAME_SYNTAX}$")
 EVERYTHING = ("*/*",)
 
 

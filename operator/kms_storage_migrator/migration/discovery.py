@@ -1,0 +1,166 @@
+"""Every resource type the apiserver serves, narrowed to what lives in its own etcd and can be rewritten.
+
+Discovery reads the preferred version of each group; :func:`choose_resources` (pure) keeps a
+type when it can be listed and patched and is stored by this apiserver, and otherwise says why
+it was dropped: subresource, virtual (no list or no patch: reviews, bindings, token requests),
+served by an aggregated API server, or a second name for storage already covered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kms_storage_migrator.kube import ApiError, KubeApi
+from kms_storage_migrator.migration.progress import DroppedResource
+from kms_storage_migrator.migration.selection import Selection, resource_name
+
+log = logging.getLogger(__name__)
+
+# Served under two names, stored once: rewrite through the first name only.
+SECOND_NAMES = {"events.k8s.io/events": "core/events"}
+# Label the kube-aggregator puts on the APIServices of groups served by kube-apiserver itself.
+LOCAL_APISERVICE_LABEL = "kube-aggregator.kubernetes.io/automanaged"
+
+
+@dataclass(frozen=True)
+class ServedResource:
+    group: str
+    version: str
+    resource: str
+    kind: str
+    namespaced: bool
+    verbs: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def name(self) -> str:
+        return resource_name(self.group, self.resource)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def _root(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    def collection_path(self) -> str:
+        """The all-namespaces list path."""
+        return f"{self._root}/{self.resource}"
+
+    def object_path(self, namespace: str | None, name: str) -> str:
+        if self.namespaced and namespace:
+            return f"{self._root}/namespaces/{namespace}/{self.resource}/{name}"
+        return f"{self._root}/{self.resource}/{name}"
+
+
+@dataclass(frozen=True)
+class GroupVersionResources:
+    """One discovery document: the resources of one group/version."""
+
+    group: str
+    version: str
+    resources: tuple[Mapping[str, Any], ...]
+    local: bool = True  # False when an aggregated API server serves it
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    chosen: tuple[ServedResource, ...]
+    dropped: tuple[DroppedResource, ...]
+
+
+def choose_resources(documents: Iterable[GroupVersionResources], selection: Selection) -> DiscoveryResult:
+    """Keep the selected resources that are stored in this apiserver's etcd and can be rewritten."""
+    chosen: list[ServedResource] = []
+    dropped: list[DroppedResource] = []
+    subresources = 0
+    for document in documents:
+        for entry in document.resources:
+            plural = str(entry.get("name") or "")
+            if not plural:
+                continue
+            if "/" in plural:
+                subresources += 1
+                continue
+            served = ServedResource(
+                group=document.group,
+                version=document.version,
+                resource=plural,
+                kind=str(entry.get("kind") or ""),
+                namespaced=bool(entry.get("namespaced")),
+                verbs=frozenset(str(v) for v in entry.get("verbs") or ()),
+            )
+            if not selection.selects(served.group, served.resource):
+                continue
+            reason = _drop_reason(served, document.local)
+            if reason:
+                dropped.append(DroppedResource(served.name, reason))
+            else:
+                chosen.append(served)
+    if subresources:
+        dropped.append(
+            DroppedResource("*/*/<subresource>", f"{subresources} subresources: stored with their parent")
+        )
+    chosen.sort(key=lambda r: r.name)
+    dropped.sort(key=lambda d: d.name)
+    return DiscoveryResult(tuple(chosen), tuple(dropped))
+
+
+def _drop_reason(served: ServedResource, local: bool) -> str | None:
+    if not local:
+        return "served by an aggregated API server, not stored in this apiserver's etcd"
+    if served.name in SECOND_NAMES:
+        return f"second name for storage already covered by {SECOND_NAMES[served.name]}"
+    if "list" not in served.verbs:
+        return "virtual: cannot be listed (not stored)"
+    if "patch" not in served.verbs:
+        return "cannot be patched (not stored, or read-only)"
+    return None
+
+
+async def discover(api: KubeApi, selection: Selection) -> DiscoveryResult:
+    """Read discovery (preferred versions) and choose what to migrate."""
+    return choose_resources(await fetch_documents(api), selection)
+
+
+async def fetch_documents(api: KubeApi) -> list[GroupVersionResources]:
+    local_versions = await _local_group_versions(api)
+    documents = [_document("", "v1", await api.get_json("/api/v1"), True)]
+    groups = await api.get_json("/apis")
+    for group in groups.get("groups") or []:
+        name = str(group.get("name") or "")
+        version = str((group.get("preferredVersion") or {}).get("version") or "")
+        if not name or not version:
+            continue
+        local = local_versions is None or f"{version}.{name}" in local_versions
+        try:
+            body = await api.get_json(f"/apis/{name}/{version}")
+        except ApiError as error:
+            # An aggregated API server that is down answers 503: it is not ours to rewrite anyway.
+            log.warning("discovery of %s/%s failed: %s", name, version, error)
+            continue
+        documents.append(_document(name, version, body, local))
+    return documents
+
+
+def _document(group: str, version: str, body: Mapping[str, Any], local: bool) -> GroupVersionResources:
+    return GroupVersionResources(group, version, tuple(body.get("resources") or ()), local)
+
+
+async def _local_group_versions(api: KubeApi) -> set[str] | None:
+    """Names of APIServices served by kube-apiserver itself, or None when they cannot be listed."""
+    try:
+        page = await api.list_metadata(
+            "/apis/apiregistration.k8s.io/v1/apiservices", limit=500, continue_token=None
+        )
+    except ApiError as error:
+        log.warning("cannot list APIServices (%s): treating every group as local", error.reason)
+        return None
+    return {
+        str(item["metadata"]["name"])
+        for item in page.get("items") or []
+        if LOCAL_APISERVICE_LABEL in ((item.get("metadata") or {}).get("labels") or {})
+    }

@@ -1,0 +1,217 @@
+"""The no-op write that re-encrypts one object, with preconditions, retries and a named outcome.
+
+The write carries the object's uid and resourceVersion, so it can only ever land on the exact
+version that was listed: a concurrent change makes it fail with 409 instead of overwriting.
+The apiserver stores the object anew only when its stored form is stale, so the answer's
+resourceVersion says which happened (moved: rewritten; same: unchanged).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from kms_storage_migrator.kube import (
+    APPLY_PATCH,
+    FIELD_MANAGER,
+    MERGE_PATCH,
+    ApiError,
+    KubeApi,
+    TransportError,
+)
+from kms_storage_migrator.migration.discovery import ServedResource
+from kms_storage_migrator.migration.progress import Outcome
+from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
+
+RETRY_BACKOFF_MULTIPLIER = 0.5
+RETRY_BACKOFF_MAX = 30.0
+
+
+class RewriteMethod(StrEnum):
+    MERGE_PATCH = "merge-patch"  # {"metadata": {"uid", "resourceVersion"}}
+    APPLY = "apply"  # server-side apply of apiVersion, kind and the same metadata
+
+
+@dataclass(frozen=True)
+class RewriteTarget:
+    """One object to rewrite, identified by name and pinned to one version."""
+
+    resource: ServedResource
+    namespace: str | None
+    name: str
+    resource_version: str
+    uid: str | None = None  # unknown in Targeted mode (etcd values stay encrypted to us)
+
+    def describe(self) -> str:
+        return (
+            f"{self.resource.name} {self.namespace}/{self.name}"
+            if self.namespace
+            else (f"{self.resource.name} {self.name}")
+        )
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    target: RewriteTarget
+    outcome: Outcome
+    attempts: int
+    new_resource_version: str | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class RewriteObserver(Protocol):
+    """Where request timings and retries go (Prometheus in the operator, nothing in tests)."""
+
+    def request_done(self, resource: str, code: str, seconds: float) -> None: ...
+
+    def retried(self, resource: str, reason: str) -> None: ...
+
+
+class NoObserver:
+    def request_done(self, resource: str, code: str, seconds: float) -> None:
+        return None
+
+    def retried(self, resource: str, reason: str) -> None:
+        return None
+
+
+class RetryableFailure(Exception):
+    """A transient answer (429, 5xx, timeout, connection error): try again after a backoff."""
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+def is_retryable_status(status: int) -> bool:
+    # 401: a rotated token is re-read on the next attempt; 408: the apiserver timed out.
+    return status in (401, 408, 429) or status >= 500
+
+
+def outcome_of_error(status: int) -> Outcome | None:
+    """The final outcome an HTTP error status means, or None when it is worth retrying."""
+    if status == 409:
+        return Outcome.CONFLICT
+    if status == 404:
+        return Outcome.GONE
+    if is_retryable_status(status):
+        return None
+    return Outcome.REFUSED
+
+
+def outcome_of_success(sent_resource_version: str, returned_resource_version: str | None) -> Outcome:
+    """A write that stored nothing keeps the resourceVersion; one that re-encrypted moves it."""
+    if returned_resource_version and returned_resource_version != sent_resource_version:
+        return Outcome.REWRITTEN
+    return Outcome.UNCHANGED
+
+
+def rewrite_body(target: RewriteTarget, method: RewriteMethod) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"resourceVersion": target.resource_version}
+    if target.uid:
+        metadata["uid"] = target.uid
+    if method is RewriteMethod.MERGE_PATCH:
+        return {"metadata": metadata}
+    metadata["name"] = target.name
+    if target.namespace:
+        metadata["namespace"] = target.namespace
+    return {"apiVersion": target.resource.api_version, "kind": target.resource.kind, "metadata": metadata}
+
+
+class _WaitHonouringRetryAfter:
+    """Full-jitter exponential backoff, but never sooner than the server's Retry-After."""
+
+    def __init__(self) -> None:
+        self._backoff = wait_random_exponential(multiplier=RETRY_BACKOFF_MULTIPLIER, max=RETRY_BACKOFF_MAX)
+
+    def __call__(self, state: RetryCallState) -> float:
+        backoff = float(self._backoff(state))
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RetryableFailure) and error.retry_after:
+            return max(backoff, error.retry_after)
+        return backoff
+
+
+class Rewriter:
+    """Rewrites objects one at a time per call; safe to call from many tasks at once."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        limiter: AdaptiveRateLimiter,
+        *,
+        max_attempts: int,
+        method: RewriteMethod = RewriteMethod.MERGE_PATCH,
+        observer: RewriteObserver | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._api = api
+        self._limiter = limiter
+        self._max_attempts = max_attempts
+        self._method = method
+        self._observer: RewriteObserver = observer or NoObserver()
+
+    async def rewrite(self, target: RewriteTarget) -> RewriteResult:
+        attempts = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=_WaitHonouringRetryAfter(),
+            retry=retry_if_exception_type(RetryableFailure),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        self._observer.retried(target.resource.name, "transient")
+                    return await self._attempt(target, attempts)
+        except RetryableFailure as failure:
+            return RewriteResult(
+                target, Outcome.EXHAUSTED, attempts, reason=failure.reason, message=failure.message
+            )
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _attempt(self, target: RewriteTarget, attempts: int) -> RewriteResult:
+        await self._limiter.acquire()
+        path = target.resource.object_path(target.namespace, target.name)
+        content_type = MERGE_PATCH if self._method is RewriteMethod.MERGE_PATCH else APPLY_PATCH
+        params = {"fieldManager": FIELD_MANAGER}
+        if self._method is RewriteMethod.APPLY:
+            params["force"] = "true"
+        started = time.monotonic()
+        try:
+            body = await self._api.patch(
+                path, rewrite_body(target, self._method), content_type=content_type, params=params
+            )
+        except TransportError as error:
+            self._observer.request_done(target.resource.name, "transport", time.monotonic() - started)
+            self._limiter.overloaded()
+            raise RetryableFailure("ConnectionError", str(error)) from error
+        except ApiError as error:
+            self._observer.request_done(target.resource.name, str(error.status), time.monotonic() - started)
+            outcome = outcome_of_error(error.status)
+            if outcome is None:
+                if error.status == 429 or error.status >= 500:
+                    self._limiter.overloaded()
+                raise RetryableFailure(error.reason, error.message, error.retry_after) from error
+            return RewriteResult(target, outcome, attempts, reason=error.reason, message=error.message)
+        self._observer.request_done(target.resource.name, "200", time.monotonic() - started)
+        self._limiter.succeeded()
+        returned = str((body.get("metadata") or {}).get("resourceVersion") or "") or None
+        outcome = outcome_of_success(target.resource_version, returned)
+        return RewriteResult(target, outcome, attempts, new_resource_version=returned)

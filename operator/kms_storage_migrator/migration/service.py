@@ -1,0 +1,173 @@
+"""The operator's side of a migration: one at a time, status in the CR, events on the CR.
+
+Kept free of kopf so handlers.py stays a list of thin handlers: everything here takes plain
+values (name, uid, spec, status) and a stop predicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi
+from kms_storage_migrator.metrics import OperatorMetrics
+from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
+from kms_storage_migrator.migration.progress import (
+    TERMINAL_PHASES,
+    MigrationProgress,
+    Phase,
+    from_status,
+    to_status,
+)
+from kms_storage_migrator.migration.runner import MigrationRunner, MigrationStopped, utc_now
+from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import etcd_prefix
+
+log = logging.getLogger(__name__)
+
+GROUP = "kms-storage-migrator.io"
+VERSION = "v1alpha1"
+PLURAL = "storagemigrations"
+KIND = "StorageMigration"
+COMPONENT = "kms-storage-migrator"
+# Cluster-scoped objects have no namespace; their events go where kubectl looks for them.
+EVENT_NAMESPACE = "default"
+# A migration that never started waits this long at operator start, so an interrupted one
+# (which already holds progress) takes the single slot first.
+NEW_MIGRATION_HEAD_START = 3.0
+
+
+@dataclass
+class OperatorContext:
+    """What every migration shares: one API client, one etcd reader, one slot, the metrics."""
+
+    api: KubeApi
+    defaults: RunDefaults
+    etcd_config: EtcdConfig | None = None
+    etcd: EtcdReader | None = None
+    metrics: OperatorMetrics | None = None
+    slot: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running: str | None = None
+
+
+def status_path(name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/{PLURAL}/{name}/status"
+
+
+def canary_key(name: str) -> str:
+    """The etcd key of a StorageMigration: its own status writes show the current write format."""
+    return etcd_prefix(GROUP, PLURAL, {(GROUP, PLURAL): False}) + name
+
+
+class CustomResourceSink:
+    """Publishes the status document to the CR's /status and records events on the CR."""
+
+    def __init__(self, api: KubeApi, name: str, uid: str) -> None:
+        self._api = api
+        self._name = name
+        self._uid = uid
+        self._host = socket.gethostname()
+
+    async def publish(self, status: dict[str, Any]) -> None:
+        try:
+            await self._api.patch(status_path(self._name), {"status": status}, content_type=MERGE_PATCH)
+        except ApiError as error:
+            if error.status == 404:
+                raise MigrationStopped(f"StorageMigration {self._name} no longer exists") from error
+            raise
+
+    async def event(self, kind: str, reason: str, message: str) -> None:
+        now = utc_now().replace("Z", ".000000Z")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{self._name}.", "namespace": EVENT_NAMESPACE},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": self._name,
+                "uid": self._uid,
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1000],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._host,
+            "firstTimestamp": utc_now(),
+            "lastTimestamp": utc_now(),
+            "eventTime": now,
+            "action": reason,
+            "count": 1,
+        }
+        try:
+            await self._api.create_event(EVENT_NAMESPACE, event)
+        except ApiError as error:
+            # Events are a courtesy: a refused event must never stop a migration.
+            log.warning("cannot record event %s on %s: %s", reason, self._name, error)
+
+
+async def run_migration(
+    context: OperatorContext,
+    *,
+    name: str,
+    uid: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    generation: int | None,
+    should_stop: Callable[[], bool],
+) -> None:
+    """Run (or resume) one StorageMigration until it finishes or is asked to stop."""
+    sink = CustomResourceSink(context.api, name, uid)
+    progress = from_status(status)
+    if progress.phase in TERMINAL_PHASES:
+        return
+    try:
+        migration_spec = MigrationSpec.from_spec(spec, context.defaults)
+    except PlanError as error:
+        await _finish_invalid(sink, progress, str(error))
+        return
+    if progress.start_time is None:
+        await asyncio.sleep(NEW_MIGRATION_HEAD_START)
+    if context.slot.locked():
+        await _wait_pending(sink, progress, context.running)
+    async with context.slot:
+        context.running = name
+        try:
+            runner = MigrationRunner(
+                context.api,
+                migration_spec,
+                progress,
+                sink,
+                etcd=context.etcd,
+                observer=context.metrics.for_migration(name) if context.metrics else None,
+                canary_key=canary_key(name),
+                should_stop=should_stop,
+                generation=generation,
+            )
+            await runner.run()
+        except MigrationStopped as reason:
+            log.info("migration %s stopped: %s", name, reason)
+        finally:
+            context.running = None
+
+
+async def _wait_pending(sink: CustomResourceSink, progress: MigrationProgress, running: str | None) -> None:
+    progress.phase = Phase.PENDING
+    progress.message = (
+        f"waiting for StorageMigration {running or 'another'} to finish: one migration runs at a time"
+    )
+    await sink.publish(to_status(progress, utc_now()))
+    await sink.event("Normal", "Pending", progress.message)
+
+
+async def _finish_invalid(sink: CustomResourceSink, progress: MigrationProgress, message: str) -> None:
+    progress.phase = Phase.FAILED
+    progress.message = message
+    progress.completion_time = utc_now()
+    await sink.event("Warning", "InvalidSpec", message)
+    await sink.publish(to_status(progress, utc_now()))

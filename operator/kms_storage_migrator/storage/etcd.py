@@ -1,0 +1,348 @@
+"""The read-only etcd reader: the only module that talks to etcd.
+
+It wraps ``etcd3aio`` (async, grpc.aio, works on protobuf 7) behind a small interface of our
+own, so the client can be swapped without touching callers. Scans are paged range reads pinned
+to the revision of their first page; when etcd compacts that revision mid-scan, the scan resumes
+after the last key it yielded, pinned to a newer revision. Nothing here ever writes to etcd.
+"""
+
+from __future__ import annotations
+
+import os
+
+# gRPC's C core logs failed TLS handshakes to stderr itself (read once, when grpc is first
+# imported); our one-line error already says it.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import argparse
+import ipaddress
+import json
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import grpc
+import grpc.aio
+from etcd3aio import Etcd3Client, EtcdConnectionError, EtcdError, EtcdTransientError, prefix_range_end
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from kms_storage_migrator.errors import UserError
+
+__all__ = ["DEFAULT_PAGE_SIZE", "EtcdConfig", "EtcdReader", "RawEntry"]
+
+DEFAULT_PAGE_SIZE = 500
+DEFAULT_TIMEOUT_SECONDS = 10.0
+_RETRY_ATTEMPTS = 4
+_MIN_PAGE_SIZE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    key: bytes
+    value: bytes
+    mod_revision: int  # the object's resourceVersion
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdConfig:
+    """Where etcd is and how to authenticate to it (mTLS)."""
+
+    endpoints: tuple[str, ...]
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT_SECONDS  # per request
+
+    @classmethod
+    def from_file(cls, path: Path, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> EtcdConfig:
+        """Read ``{"endpoints": [...], "cacert": ..., "cert": ..., "key": ...}``; relative paths are
+        resolved against the file's folder."""
+        try:
+            document = json.loads(path.read_text())
+        except OSError as error:
+            raise UserError(f"cannot read the etcd config {path}: {error.strerror}") from None
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"the etcd config {path} is not JSON: {error.msg} at line {error.lineno}"
+            ) from None
+        if not isinstance(document, dict):
+            raise UserError(f"the etcd config {path} must be a JSON object with an 'endpoints' list")
+        endpoints = document.get("endpoints")
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not isinstance(endpoints, list) or not endpoints or not all(isinstance(e, str) for e in endpoints):
+            raise UserError(f"the etcd config {path} needs 'endpoints': a non-empty list of URLs")
+
+        def file_field(name: str) -> Path | None:
+            value = document.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise UserError(f"'{name}' in the etcd config {path} must be a file path")
+            return path.parent / value
+
+        return cls(
+            tuple(endpoints), file_field("cacert"), file_field("cert"), file_field("key"), timeout=timeout
+        )
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("etcd (read-only access)")
+        group.add_argument(
+            "--etcd-config", type=Path, metavar="FILE", help="etcd.json: endpoints, cacert, cert, key"
+        )
+        group.add_argument(
+            "--etcd-endpoints", metavar="URLS", help="comma-separated, e.g. https://127.0.0.1:2379"
+        )
+        group.add_argument(
+            "--etcd-cacert", type=Path, metavar="FILE", help="CA bundle that signed etcd's cert"
+        )
+        group.add_argument("--etcd-cert", type=Path, metavar="FILE", help="client certificate (PEM)")
+        group.add_argument("--etcd-key", type=Path, metavar="FILE", help="client private key (PEM)")
+        group.add_argument(
+            "--etcd-timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT_SECONDS,
+            metavar="SECONDS",
+            help=f"per-request timeout (default {DEFAULT_TIMEOUT_SECONDS:g})",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EtcdConfig:
+        flags = (args.etcd_endpoints, args.etcd_cacert, args.etcd_cert, args.etcd_key)
+        if args.etcd_config is not None:
+            if any(flag is not None for flag in flags):
+                raise UserError("give either --etcd-config or the --etcd-* flags, not both")
+            return cls.from_file(args.etcd_config, timeout=args.etcd_timeout)
+        if args.etcd_endpoints is None:
+            raise UserError(
+                "say where etcd is: --etcd-config FILE, or --etcd-endpoints with --etcd-cacert/cert/key"
+            )
+        endpoints = tuple(part.strip() for part in args.etcd_endpoints.split(",") if part.strip())
+        if not endpoints:
+            raise UserError("--etcd-endpoints is empty; give e.g. https://127.0.0.1:2379")
+        return cls(endpoints, args.etcd_cacert, args.etcd_cert, args.etcd_key, timeout=args.etcd_timeout)
+
+    @property
+    def display(self) -> str:
+        return ",".join(self.endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    addresses: list[str]  # ip:port, what etcd3aio's ipv4: target accepts
+    server_name: str | None  # the host name to verify etcd's certificate against
+    tls: bool
+
+
+def _resolve_endpoints(endpoints: Sequence[str]) -> _Target:
+    """etcd3aio dials ``ipv4:<ip:port,...>``; resolve names here and verify TLS against the name."""
+    addresses: list[str] = []
+    server_name: str | None = None
+    schemes: set[str] = set()
+    for endpoint in endpoints:
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        schemes.add(url.scheme)
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise UserError(f"etcd endpoint {endpoint!r} is not a URL like https://127.0.0.1:2379")
+        try:
+            port = url.port or 2379
+        except ValueError:
+            raise UserError(f"etcd endpoint {endpoint!r} has an invalid port") from None
+        host = url.hostname
+        try:
+            address = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            address = _resolve_ipv4(host, endpoint)
+            server_name = server_name or host
+        addresses.append(f"{address}:{port}")
+    if len(schemes) > 1:
+        raise UserError("etcd endpoints mix http:// and https://; use one scheme")
+    return _Target(addresses, server_name, "https" in schemes)
+
+
+def _resolve_ipv4(host: str, endpoint: str) -> str:
+    try:
+        infos = socket.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise UserError(f"cannot resolve etcd endpoint {endpoint}: {error.strerror}") from None
+    return str(infos[0][4][0])
+
+
+def _read_pem(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"cannot read {flag} {path}: {error.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise UserError(f"{flag} {path} is not a PEM file")
+    return data
+
+
+def _is_compacted(error: BaseException) -> bool:
+    return (
+        isinstance(error, grpc.aio.AioRpcError)
+        and error.code() == grpc.StatusCode.OUT_OF_RANGE
+        and "compacted" in (error.details() or "")
+    )
+
+
+def _is_too_large(error: BaseException) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    # etcd3aio maps UNAVAILABLE / DEADLINE_EXCEEDED to these after its own (single) attempt.
+    return isinstance(error, EtcdConnectionError | EtcdTransientError | TimeoutError)
+
+
+def _cause(error: BaseException) -> str:
+    """One line saying why a request failed, from gRPC's status details (never from values)."""
+    text = str(error)
+    if isinstance(error, grpc.aio.AioRpcError):
+        text = f"{error.code().name}: {error.details() or ''}"
+    elif isinstance(error.__cause__, grpc.aio.AioRpcError):
+        text = f"{error.__cause__.code().name}: {error.__cause__.details() or ''}"
+    lowered = text.lower()
+    if "connection refused" in lowered:
+        return "connection refused (is etcd running and listening there?)"
+    if "socket closed" in lowered:
+        return "etcd closed the connection (https vs http mismatch, or a proxy in the way?)"
+    if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered or "tls" in lowered:
+        return "TLS handshake failed (check --etcd-cacert, --etcd-cert and --etcd-key)"
+    if "deadline" in lowered or isinstance(error, TimeoutError):
+        return "timed out (raise --etcd-timeout or check the network)"
+    if "permission" in lowered or "unauthenticated" in lowered:
+        return "permission denied (the client certificate is not allowed to read)"
+    return " ".join(text.split())[:300]
+
+
+class EtcdReader:
+    """Read-only access to etcd. Use as ``async with EtcdReader(config) as reader:``."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self._config = config
+        self._client: Etcd3Client | None = None
+        self.compaction_restarts = 0  # how often a scan moved to a newer revision
+        self.revision = 0  # the revision the latest scan page was read at
+
+    async def __aenter__(self) -> Self:
+        target = _resolve_endpoints(self._config.endpoints)
+        tls: dict[str, bytes | None] = {}
+        if target.tls:
+            ca = _read_pem(self._config.cacert, "--etcd-cacert")
+            if ca is None:
+                raise UserError(
+                    f"etcd at {self._config.display} uses https: give --etcd-cacert (or 'cacert')"
+                )
+            tls = {
+                "ca_cert": ca,
+                "cert_chain": _read_pem(self._config.cert, "--etcd-cert"),
+                "cert_key": _read_pem(self._config.key, "--etcd-key"),
+            }
+        # Our own tenacity policy does the retrying; one attempt each inside the client.
+        self._client = Etcd3Client(
+            target.addresses, rpc_max_attempts=1, tls_server_name=target.server_name, **tls
+        )
+        await self._client.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _range(self, start: bytes, end: bytes | None, **options: Any) -> Any:
+        if self._client is None or self._client.kv is None:
+            raise RuntimeError("EtcdReader used outside 'async with'")
+        kv = self._client.kv
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_transient),
+                stop=stop_after_attempt(_RETRY_ATTEMPTS),
+                wait=wait_random_exponential(multiplier=0.2, max=3),
+                reraise=True,
+            ):
+                with attempt:
+                    return await kv.get(start, end, timeout=self._config.timeout, **options)
+        except (EtcdError, TimeoutError) as error:
+            raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+        except grpc.aio.AioRpcError as error:
+            if _is_compacted(error) or _is_too_large(error):
+                raise
+            raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def get(self, key: bytes | str) -> RawEntry | None:
+        """One key at the latest revision (for read-back verification), or None if absent."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        response = await self._range(raw_key, None)
+        if not response.kvs:
+            return None
+        kv = response.kvs[0]
+        return RawEntry(bytes(kv.key), bytes(kv.value), int(kv.mod_revision))
+
+    async def count(self, prefix: bytes | str) -> int:
+        """How many keys start with ``prefix`` (cheap: no values travel)."""
+        start = prefix.encode() if isinstance(prefix, str) else prefix
+        response = await self._range(start, prefix_range_end(start), count_only=True)
+        return int(response.count)
+
+    async def scan(
+        self,
+        prefix: bytes | str,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        *,
+        keys_only: bool = False,
+        require_keys: bool = False,
+    ) -> AsyncIterator[list[RawEntry]]:
+        """Yield every key under ``prefix`` in key order, one page at a time.
+
+        Pages are pinned to the revision of the first page, so the scan is one consistent
+        snapshot unless etcd compacts that revision meanwhile; then the scan continues after
+        the last yielded key at the newest revision (each key is still yielded exactly once).
+        Memory is bounded by one page. ``require_keys`` turns an empty prefix into a UserError.
+        """
+        start = prefix.encode() if isinstance(prefix, str) else prefix
+        end = prefix_range_end(start)
+        revision = 0
+        limit = max(page_size, _MIN_PAGE_SIZE)
+        first = True
+        while True:
+            try:
+                response = await self._range(start, end, revision=revision, limit=limit, keys_only=keys_only)
+            except grpc.aio.AioRpcError as error:
+                if _is_compacted(error):
+                    self.compaction_restarts += 1
+                    revision = 0
+                    continue
+                if _is_too_large(error) and limit > _MIN_PAGE_SIZE:
+                    limit = max(limit // 2, _MIN_PAGE_SIZE)  # the page exceeded gRPC's message limit
+                    continue
+                raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+            if revision == 0:
+                revision = int(response.header.revision)
+            self.revision = revision
+            page = [RawEntry(bytes(kv.key), bytes(kv.value), int(kv.mod_revision)) for kv in response.kvs]
+            if first and not page and require_keys:
+                shown = start.decode(errors="replace")
+                raise UserError(
+                    f"etcd at {self._config.display} has no keys under {shown!r}; "
+                    "is this the etcd of a kube-apiserver, and is the prefix right?"
+                )
+            first = False
+            if page:
+                yield page
+            if not response.more or not page:
+                return
+            start = page[-1].key + b"\x00"  # the smallest key after the last one seen

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: set-up, static checks, then unit and integration
+# tests. Integration tests start their own dev clusters (real etcd, kube-apiserver, KMS plugin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "==> ruff"
+.venv/bin/ruff check operator tests benchmarks
+.venv/bin/ruff format --check operator tests benchmarks
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> generated KMS stubs are current"
+scripts/regen-kms-stubs.sh
+git diff --exit-code -- operator/kms_storage_migrator/kms/api
+
+echo "==> pytest"
+.venv/bin/pytest "$@"

@@ -1,0 +1,263 @@
+"""The Helm chart: lint, rendering, values validation, and install/uninstall on the real apiserver.
+
+Static checks (lint, render, schema) need only the helm binary the dev-cluster tooling builds
+from its Go module; the rest run against real dev clusters. The dev cluster has no kubelet or
+container runtime, so the operator's pod is never scheduled: `helm install` is checked for what
+it writes to the apiserver, and nothing here waits for pods to become ready.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kms_storage_migrator.devcluster.binaries import binary_path
+from kms_storage_migrator.devcluster.cluster import DevCluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kms-storage-migrator"
+RELEASE = "kms-storage-migrator"
+NAME = "kms-storage-migrator"  # every object of the chart, the ClusterRole included
+NAMESPACE = "kms-storage-migrator"
+CRD_NAME = "storagemigrations.kms-storage-migrator.io"
+ETCD_VALUES = (
+    "--set",
+    "etcd.enabled=true",
+    "--set",
+    "etcd.existingSecret=etcd-client",
+    "--set",
+    "etcd.endpoints={https://10.0.0.10:2379,https://10.0.0.11:2379}",
+)
+
+
+def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [str(binary_path("helm")), *args]
+    if kubeconfig is not None:
+        command += ["--kubeconfig", str(kubeconfig)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if check and completed.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
+    return completed
+
+
+def render(*values: str) -> list[dict[str, Any]]:
+    output = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values).stdout
+    return [document for document in yaml.safe_load_all(output) if document]
+
+
+def only(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matching = [document for document in documents if document["kind"] == kind]
+    assert len(matching) == 1, f"expected one {kind}, rendered {len(matching)}"
+    return matching[0]
+
+
+def container(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# --- static: lint, rendering, schema -------------------------------------------------------
+
+
+def test_helm_lint_strict_passes() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_default_render_has_exactly_the_expected_objects() -> None:
+    kinds = sorted((document["kind"], document["metadata"]["name"]) for document in render())
+    assert kinds == [
+        ("ClusterRole", NAME),
+        ("ClusterRoleBinding", NAME),
+        ("Deployment", NAME),
+        ("Service", f"{NAME}-metrics"),
+        ("ServiceAccount", NAME),
+    ]
+
+
+def test_deployment_is_single_replica_recreate_and_locked_down() -> None:
+    documents = render()
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == NAME
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    operator = container(documents)
+    assert operator["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # A read-only root filesystem needs one writable scratch directory.
+    assert {"name": "tmp", "mountPath": "/tmp"} in operator["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert set(operator["resources"]) == {"requests", "limits"}
+    assert operator["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert operator["readinessProbe"]["httpGet"]["port"] == "metrics"
+
+
+def test_operator_arguments_follow_the_values() -> None:
+    arguments = container(render("--set", "operator.concurrency=3", "--set", "operator.qps=20"))["args"]
+    assert arguments[0] == "run"
+    assert "--concurrency=3" in arguments
+    assert "--qps=20" in arguments
+    assert "--metrics-port=8080" in arguments
+    assert not [argument for argument in arguments if argument.startswith("--etcd")]
+
+
+def test_etcd_client_secret_is_mounted_read_only_when_enabled() -> None:
+    documents = render(*ETCD_VALUES)
+    operator = container(documents)
+    cert_dir = "/etc/kms-storage-migrator/etcd"
+    assert "--etcd-endpoints=https://10.0.0.10:2379,https://10.0.0.11:2379" in operator["args"]
+    assert f"--etcd-cacert={cert_dir}/ca.crt" in operator["args"]
+    assert f"--etcd-cert={cert_dir}/tls.crt" in operator["args"]
+    assert f"--etcd-key={cert_dir}/tls.key" in operator["args"]
+    assert {"name": "etcd-client", "mountPath": cert_dir, "readOnly": True} in operator["volumeMounts"]
+    volumes = only(documents, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    secret = next(volume["secret"] for volume in volumes if volume["name"] == "etcd-client")
+    assert secret["secretName"] == "etcd-client"
+    assert secret["defaultMode"] == 0o440
+    assert {item["key"] for item in secret["items"]} == {"ca.crt", "tls.crt", "tls.key"}
+
+
+def test_service_monitor_is_rendered_only_when_enabled() -> None:
+    assert not [document for document in render() if document["kind"] == "ServiceMonitor"]
+    monitor = only(
+        render(
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.labels.release=prom",
+        ),
+        "ServiceMonitor",
+    )
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_pod_placement_and_annotations_follow_the_values() -> None:
+    pod_template = only(
+        render(
+            "--set",
+            "podAnnotations.example\\.com/team=platform",
+            "--set-string",
+            "nodeSelector.node-role\\.kubernetes\\.io/control-plane=",
+            "--set",
+            "tolerations[0].key=node-role.kubernetes.io/control-plane",
+            "--set",
+            "tolerations[0].operator=Exists",
+            "--set",
+            "tolerations[0].effect=NoSchedule",
+        ),
+        "Deployment",
+    )["spec"]["template"]
+    assert pod_template["metadata"]["annotations"] == {"example.com/team": "platform"}
+    assert pod_template["spec"]["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert pod_template["spec"]["tolerations"] == [
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (("--set", "operator.concurrency=0"), "/operator/concurrency"),
+        (("--set", "operator.qps=0"), "/operator/qps"),
+        (("--set", "operator.concurrency=1000"), "/operator/concurrency"),
+        (("--set", "operator.concurrency=two"), "/operator/concurrency"),
+        (("--set", "image.pullPolicy=Sometimes"), "/image/pullPolicy"),
+        (("--set", "etcd.enabled=true"), "/etcd/endpoints"),
+        (
+            ("--set", "etcd.enabled=true", "--set", "etcd.endpoints={https://10.0.0.10:2379}"),
+            "/etcd/existingSecret",
+        ),
+        (("--set", "etcd.endpoints={10.0.0.10:2379}"), "/etcd/endpoints/0"),
+        (("--set", "podSecurityContext.runAsUser=0"), "/podSecurityContext/runAsUser"),
+        (("--set", "metrics.port=70000"), "/metrics/port"),
+        (("--set", "operater.qps=5"), "'operater' not allowed"),
+    ],
+)
+def test_bad_values_fail_at_template_time_naming_the_key(values: tuple[str, ...], message: str) -> None:
+    result = helm("template", RELEASE, str(CHART), *values, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+# --- on the real apiserver -----------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("values", [(), ETCD_VALUES], ids=["api-only", "with-etcd"])
+def test_rendered_chart_is_accepted_by_server_side_dry_run(
+    dev_cluster: DevCluster, values: tuple[str, ...]
+) -> None:
+    # `default` exists in every cluster, and a dry run writes nothing: the shared cluster is untouched.
+    manifests = helm(
+        "template", RELEASE, str(CHART), "--namespace", "default", "--include-crds", *values
+    ).stdout
+    output = dev_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=manifests)
+    for line in (
+        f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME}",
+        f"serviceaccount/{NAME}",
+        f"clusterrole.rbac.authorization.k8s.io/{NAME}",
+        f"clusterrolebinding.rbac.authorization.k8s.io/{NAME}",
+        f"service/{NAME}-metrics",
+        f"deployment.apps/{NAME}",
+    ):
+        assert line in output
+
+
+def _every_object(cluster: DevCluster) -> set[tuple[str, str, str]]:
+    """(resource, namespace, name) of every object of every listable type, events excepted."""
+    resources = cluster.kubectl("api-resources", "--verbs=list", "-o", "name").split()
+    # Events come and go with the apiserver's own activity; they are not what a chart leaves.
+    resources = [resource for resource in resources if resource not in ("events", "events.events.k8s.io")]
+    listing = json.loads(cluster.kubectl("get", ",".join(resources), "--all-namespaces", "-o", "json"))
+    return {
+        (item["kind"], item["metadata"].get("namespace", ""), item["metadata"]["name"])
+        for item in listing["items"]
+    }
+
+
+@pytest.mark.integration
+def test_helm_install_then_uninstall_leaves_only_the_crd(make_cluster: Callable[..., DevCluster]) -> None:
+    cluster = make_cluster(encryption="kms")
+    # The namespace is made first so that it is part of the "before" picture, not the chart's doing.
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    before = _every_object(cluster)
+
+    # No --wait: without a kubelet the pod never runs, so readiness cannot be part of this test.
+    helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    status = json.loads(
+        helm("status", RELEASE, "--namespace", NAMESPACE, "-o", "json", kubeconfig=cluster.kubeconfig).stdout
+    )
+    assert status["info"]["status"] == "deployed"
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    installed = _every_object(cluster) - before
+    assert {
+        ("CustomResourceDefinition", "", CRD_NAME),
+        ("ServiceAccount", NAMESPACE, NAME),
+        ("ClusterRole", "", NAME),
+        ("ClusterRoleBinding", "", NAME),
+        ("Service", NAMESPACE, f"{NAME}-metrics"),
+        ("Deployment", NAMESPACE, NAME),
+    } <= installed
+    deployment = json.loads(cluster.kubectl("get", "deployment", NAME, "-n", NAMESPACE, "-o", "json"))
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+    helm("uninstall", RELEASE, "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    # Helm never deletes the CRDs it installed from crds/ (that would delete every StorageMigration).
+    assert _every_object(cluster) - before == {("CustomResourceDefinition", "", CRD_NAME)}
