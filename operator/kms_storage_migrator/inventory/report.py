@@ -10,6 +10,7 @@ from rich.table import Table
 
 from kms_storage_migrator.inventory.counts import Inventory, ResourceCounts
 from kms_storage_migrator.inventory.expectation import WriteExpectation
+from kms_storage_migrator.storage.keys import GroupResource
 
 __all__ = ["SCHEMA_VERSION", "print_table", "summary_line", "to_json"]
 
@@ -77,17 +78,20 @@ def summary_line(inventory: Inventory) -> str:
 
 def print_table(inventory: Inventory, console: Console) -> None:
     with_stale = inventory.expectation is not None
+    rows = inventory.rows()
+    names = [str(GroupResource(row.group, row.resource)) for row in rows]
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for title in ("GROUP", "RESOURCE", "TOTAL", "PLAINTEXT", "KMS V2 (KEY ID: N)", "OTHER", "UNKNOWN"):
-        table.add_column(
-            title, justify="right" if title in ("TOTAL", "PLAINTEXT", "OTHER", "UNKNOWN") else "left"
-        )
-    table.add_column("NOT REWRITABLE", justify="right")
-    table.add_column("STALE", justify="right")
-    for row in inventory.rows():
+    # On a narrow terminal long names fold onto a second line rather than being cut short.
+    table.add_column("RESOURCE", overflow="fold")
+    for title in ("TOTAL", "PLAIN"):
+        table.add_column(title, justify="right")
+    table.add_column("KMS V2 BY KEY ID", overflow="fold")
+    # NO API: keys no API serves (allocator state, endpoint leases, orphaned custom resources).
+    for title in ("OTHER", "UNKNOWN", "NO API", "STALE"):
+        table.add_column(title, justify="right")
+    for name, row in zip(names, rows, strict=True):
         table.add_row(
-            escape(row.group or "(core)"),
-            escape(row.resource),
+            escape(name),
             str(row.total),
             str(row.plaintext),
             escape(_key_ids(row.kmsv2)),

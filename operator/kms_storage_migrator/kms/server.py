@@ -150,17 +150,29 @@ class KeyManagementServicer:
         keyring = self._keyring.current()
         primary = keyring.primary
         if not primary.usable:
-            healthz = f"primary {key_unavailable_message(primary.id, primary)}, or rotate to a new key"
-        elif self._keyring.error is not None:
+            self._note_health(f"primary {key_unavailable_message(primary.id, primary)}", primary.id)
+            # An error, not an unhealthy answer: kube-apiserver extends its DEK's write lifetime
+            # on every Status that returns the same key id, healthy or not, so only a failing
+            # Status lets writes stop (3 minutes after the last good one), as with a real KMS.
+            await _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"primary {key_unavailable_message(primary.id, primary)}; enable it or rotate to a new key",
+            )
+        if self._keyring.error is not None:
             healthz = f"{self._keyring.error}; serving the last good keyring"
         else:
             healthz = HEALTHY
-        if healthz != self._last_healthz:
-            log = logger.info if healthz == HEALTHY else logger.warning
-            log("health: %s (primary key %s)", healthz, primary.id)
-            self._last_healthz = healthz
+        self._note_health(healthz, primary.id)
         logger.debug("Status: key_id=%s healthz=%s", primary.id, healthz)
         return api_pb2.StatusResponse(version=API_VERSION, healthz=healthz, key_id=primary.id)
+
+    def _note_health(self, healthz: str, primary_key_id: str) -> None:
+        # Logged on change only: the apiserver asks every 10-60 s.
+        if healthz != self._last_healthz:
+            log = logger.info if healthz == HEALTHY else logger.warning
+            log("health: %s (primary key %s)", healthz, primary_key_id)
+            self._last_healthz = healthz
 
     async def Encrypt(
         self, request: api_pb2.EncryptRequest, context: grpc.aio.ServicerContext

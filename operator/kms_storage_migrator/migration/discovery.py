@@ -16,11 +16,10 @@ from typing import Any
 from kms_storage_migrator.kube import ApiError, KubeApi
 from kms_storage_migrator.migration.progress import DroppedResource
 from kms_storage_migrator.migration.selection import Selection, resource_name
+from kms_storage_migrator.storage.keys import canonical
 
 log = logging.getLogger(__name__)
 
-# Served under two names, stored once: rewrite through the first name only.
-SECOND_NAMES = {"events.k8s.io/events": "core/events"}
 # Label the kube-aggregator puts on the APIServices of groups served by kube-apiserver itself.
 LOCAL_APISERVICE_LABEL = "kube-aggregator.kubernetes.io/automanaged"
 
@@ -112,8 +111,10 @@ def choose_resources(documents: Iterable[GroupVersionResources], selection: Sele
 def _drop_reason(served: ServedResource, local: bool) -> str | None:
     if not local:
         return "served by an aggregated API server, not stored in this apiserver's etcd"
-    if served.name in SECOND_NAMES:
-        return f"second name for storage already covered by {SECOND_NAMES[served.name]}"
+    owner = canonical(served.group, served.resource)
+    if (owner.group, owner.resource) != (served.group, served.resource):
+        # Served under two names, stored once (events): rewrite through the canonical name only.
+        return f"second name for storage already covered by {resource_name(owner.group, owner.resource)}"
     if "list" not in served.verbs:
         return "virtual: cannot be listed (not stored)"
     if "patch" not in served.verbs:

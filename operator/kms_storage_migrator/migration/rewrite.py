@@ -8,7 +8,9 @@ resourceVersion says which happened (moved: rewritten; same: unchanged).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -156,6 +158,7 @@ class Rewriter:
         max_attempts: int,
         method: RewriteMethod = RewriteMethod.MERGE_PATCH,
         observer: RewriteObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -164,6 +167,7 @@ class Rewriter:
         self._max_attempts = max_attempts
         self._method = method
         self._observer: RewriteObserver = observer or NoObserver()
+        self._sleep = sleep
 
     async def rewrite(self, target: RewriteTarget) -> RewriteResult:
         attempts = 0
@@ -172,6 +176,7 @@ class Rewriter:
             wait=_WaitHonouringRetryAfter(),
             retry=retry_if_exception_type(RetryableFailure),
             reraise=True,
+            sleep=self._sleep,
         )
         try:
             async for attempt in retrying:

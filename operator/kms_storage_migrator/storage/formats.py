@@ -57,7 +57,7 @@ class StoredFormat:
     def describe(self) -> str:
         """A short, value-free label for logs and tables, e.g. ``kms-v2:local-kms:key-1``."""
         if self.kind is FormatKind.KMS_V2:
-            return f"kms-v2:{self.provider}:{self.key_id}"
+            return f"kms-v2:{self.provider or '*'}:{self.key_id}"
         if self.kind is FormatKind.KMS_V1:
             return f"kms-v1:{self.provider}"
         if self.key_name is not None:

@@ -1,0 +1,136 @@
+"""Aggregation: staleness per expectation, the per-resource columns, and the summary."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory, ResourceCounts
+from kms_storage_migrator.inventory.expectation import WriteExpectation
+from kms_storage_migrator.storage.formats import (
+    DEK_SOURCE_AES_GCM_KEY,
+    DEK_SOURCE_HKDF_SEED,
+    FormatKind,
+    StoredFormat,
+)
+from kms_storage_migrator.storage.keys import GroupResource, StoredKey
+
+PLAIN = StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
+JSON = StoredFormat(FormatKind.PLAINTEXT_JSON)
+KEY_A = StoredFormat(
+    FormatKind.KMS_V2, provider="local-kms", key_id="a", dek_source_type=DEK_SOURCE_HKDF_SEED
+)
+KEY_B = StoredFormat(
+    FormatKind.KMS_V2, provider="local-kms", key_id="b", dek_source_type=DEK_SOURCE_HKDF_SEED
+)
+KEY_B_LEGACY_DEK = StoredFormat(
+    FormatKind.KMS_V2, provider="local-kms", key_id="b", dek_source_type=DEK_SOURCE_AES_GCM_KEY
+)
+KEY_B_OTHER_PROVIDER = StoredFormat(
+    FormatKind.KMS_V2, provider="other-kms", key_id="b", dek_source_type=DEK_SOURCE_HKDF_SEED
+)
+AESCBC = StoredFormat(FormatKind.AESCBC, key_name="key1")
+KMS_V1 = StoredFormat(FormatKind.KMS_V1, provider="vault")
+UNKNOWN = StoredFormat(FormatKind.UNKNOWN, reason="no known prefix")
+
+SECRET = StoredKey("", "secrets", "ns", "s", True)
+RANGE = StoredKey("", "ranges", None, "serviceips", False, "no API serves it")
+
+
+def obj(stored: StoredFormat, key: StoredKey = SECRET) -> ClassifiedObject:
+    return ClassifiedObject("/registry/secrets/ns/s", key, stored, 7)
+
+
+class TestStaleness:
+    expect_b = WriteExpectation.for_key_id("b", provider="local-kms")
+
+    @pytest.mark.parametrize(
+        "stored", [PLAIN, JSON, KEY_A, KEY_B_LEGACY_DEK, KEY_B_OTHER_PROVIDER, AESCBC, KMS_V1, UNKNOWN]
+    )
+    def test_anything_but_the_current_key_is_stale(self, stored: StoredFormat) -> None:
+        assert obj(stored).is_stale(self.expect_b)
+
+    def test_current_key_is_not_stale(self) -> None:
+        assert not obj(KEY_B).is_stale(self.expect_b)
+
+    def test_not_rewritable_is_never_stale(self) -> None:
+        assert not obj(PLAIN, RANGE).is_stale(self.expect_b)
+
+    def test_key_id_alone_matches_any_provider(self) -> None:
+        assert not obj(KEY_B_OTHER_PROVIDER).is_stale(WriteExpectation.for_key_id("b"))
+
+    def test_plaintext_expectation_accepts_every_plaintext_serialization(self) -> None:
+        identity = WriteExpectation(PLAIN, "canary")
+        assert not obj(JSON).is_stale(identity)
+        assert not obj(StoredFormat(FormatKind.PLAINTEXT_CBOR)).is_stale(identity)
+        assert obj(KEY_B).is_stale(identity)
+
+    def test_aes_expectation_compares_key_names(self) -> None:
+        expect = WriteExpectation(AESCBC, "canary")
+        assert not obj(StoredFormat(FormatKind.AESCBC, key_name="key1")).is_stale(expect)
+        assert obj(StoredFormat(FormatKind.AESCBC, key_name="key2")).is_stale(expect)
+        assert obj(StoredFormat(FormatKind.AESGCM, key_name="key1")).is_stale(expect)
+
+
+def test_columns_partition_the_total() -> None:
+    inventory = Inventory(WriteExpectation.for_key_id("b"))
+    for stored in (PLAIN, PLAIN, KEY_A, KEY_B, KEY_B, AESCBC, KMS_V1, UNKNOWN):
+        inventory.record(obj(stored))
+    inventory.record(obj(PLAIN, RANGE))
+    secrets = inventory.resources[GroupResource("", "secrets")]
+    assert secrets == ResourceCounts(
+        "",
+        "secrets",
+        total=8,
+        plaintext=2,
+        kmsv2={"a": 1, "b": 2},
+        other=2,
+        unknown=1,
+        not_rewritable=0,
+        stale=6,
+    )
+    ranges = inventory.resources[GroupResource("", "ranges")]
+    assert (ranges.total, ranges.plaintext, ranges.not_rewritable, ranges.stale) == (1, 1, 1, 0)
+    assert inventory.stale == 6
+
+
+def test_without_an_expectation_nothing_is_stale() -> None:
+    inventory = Inventory(None)
+    inventory.record(obj(PLAIN))
+    assert inventory.stale == 0
+
+
+def test_rows_are_sorted_by_group_then_resource() -> None:
+    inventory = Inventory(None)
+    for group, resource in (
+        ("apps", "deployments"),
+        ("", "secrets"),
+        ("", "configmaps"),
+        ("apps", "daemonsets"),
+    ):
+        inventory.record(obj(PLAIN, StoredKey(group, resource, "ns", "x", True)))
+    assert [(r.group, r.resource) for r in inventory.rows()] == [
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("apps", "daemonsets"),
+        ("apps", "deployments"),
+    ]
+
+
+formats = st.sampled_from([PLAIN, JSON, KEY_A, KEY_B, KEY_B_LEGACY_DEK, AESCBC, KMS_V1, UNKNOWN])
+keys = st.sampled_from([SECRET, RANGE, StoredKey("apps", "deployments", "ns", "d", True)])
+
+
+@given(st.lists(st.tuples(formats, keys), max_size=60))
+def test_summary_is_the_sum_of_the_rows(objects: list[tuple[StoredFormat, StoredKey]]) -> None:
+    inventory = Inventory(WriteExpectation.for_key_id("b"))
+    for stored, key in objects:
+        inventory.record(obj(stored, key))
+    summary = inventory.summary
+    rows = inventory.rows()
+    assert summary.total == len(objects) == sum(r.total for r in rows)
+    for counts in [summary, *rows]:
+        assert counts.total == counts.plaintext + sum(counts.kmsv2.values()) + counts.other + counts.unknown
+    assert summary.stale == inventory.stale == sum(r.stale for r in rows)
+    assert summary.not_rewritable == sum(1 for _, key in objects if not key.rewritable)

@@ -1,0 +1,145 @@
+"""Spec validation, mode resolution, write-format labels and the choice of resource types."""
+
+from __future__ import annotations
+
+import pytest
+
+from kms_storage_migrator.migration.discovery import GroupVersionResources, ServedResource, choose_resources
+from kms_storage_migrator.migration.plan import (
+    MigrationSpec,
+    Mode,
+    PlanError,
+    RunDefaults,
+    is_stale,
+    resolve_mode,
+    write_format_label,
+)
+from kms_storage_migrator.migration.selection import parse_selection
+from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
+
+KMS_A = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=1)
+KMS_B = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="B", dek_source_type=1)
+
+
+def test_spec_defaults() -> None:
+    spec = MigrationSpec.from_spec({})
+    assert (spec.mode, spec.concurrency, spec.qps, spec.page_size, spec.max_attempts) == (
+        Mode.AUTO,
+        8,
+        50,
+        100,
+        5,
+    )
+    assert spec.selection.selects("", "secrets")
+
+
+def test_operator_defaults_apply_when_the_spec_is_silent() -> None:
+    spec = MigrationSpec.from_spec({"qps": 5}, RunDefaults(concurrency=2, qps=99))
+    assert (spec.concurrency, spec.qps) == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"concurrency": 0}, "spec.concurrency"),
+        ({"qps": -1}, "spec.qps"),
+        ({"pageSize": 0}, "spec.pageSize"),
+        ({"maxAttemptsPerObject": 0}, "spec.maxAttemptsPerObject"),
+        ({"concurrency": True}, "spec.concurrency"),
+        ({"mode": "Fast"}, "spec.mode"),
+        ({"resources": {"include": ["secrets"]}}, "spec.resources.include[0]"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(PlanError, match=field.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
+        MigrationSpec.from_spec(spec)
+
+
+def test_auto_is_targeted_with_etcd_and_full_without() -> None:
+    assert resolve_mode(Mode.AUTO, True) is Mode.TARGETED
+    assert resolve_mode(Mode.AUTO, False) is Mode.FULL
+
+
+@pytest.mark.parametrize("mode", [Mode.TARGETED, Mode.VERIFY_ONLY])
+def test_etcd_modes_without_etcd_fail_naming_the_mode(mode: Mode) -> None:
+    with pytest.raises(PlanError, match=f"spec.mode: {mode.value} needs read access to etcd"):
+        resolve_mode(mode, False)
+
+
+def test_every_plaintext_serialisation_is_one_label() -> None:
+    labels = {
+        write_format_label(StoredFormat(kind)) for kind in FormatKind if kind.value.startswith("plaintext")
+    }
+    assert labels == {"plaintext"}
+
+
+def test_labels_ignore_nothing_but_the_dek_seed() -> None:
+    assert write_format_label(KMS_A) == "kms-v2:local-kms:A"
+    legacy = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=0)
+    assert is_stale(legacy, write_format_label(KMS_A))
+
+
+def test_old_key_and_plaintext_are_stale_current_key_is_not() -> None:
+    current = write_format_label(KMS_B)
+    assert is_stale(KMS_A, current)
+    assert is_stale(StoredFormat(FormatKind.PLAINTEXT_PROTOBUF), current)
+    assert not is_stale(KMS_B, current)
+
+
+def _resource(name: str, kind: str = "X", verbs: tuple[str, ...] = ("list", "patch", "get")) -> dict:
+    return {"name": name, "kind": kind, "namespaced": True, "verbs": list(verbs)}
+
+
+DOCUMENTS = [
+    GroupVersionResources(
+        "",
+        "v1",
+        (
+            _resource("secrets", "Secret"),
+            _resource("secrets/status"),
+            _resource("bindings", "Binding", ("create",)),
+            _resource("componentstatuses", "ComponentStatus", ("get", "list")),
+            _resource("events", "Event"),
+        ),
+    ),
+    GroupVersionResources("events.k8s.io", "v1", (_resource("events", "Event"),)),
+    GroupVersionResources(
+        "authentication.k8s.io", "v1", (_resource("tokenreviews", "TokenReview", ("create",)),)
+    ),
+    GroupVersionResources(
+        "metrics.k8s.io", "v1beta1", (_resource("pods", "PodMetrics", ("get", "list")),), False
+    ),
+    GroupVersionResources("apps", "v1", (_resource("deployments", "Deployment"),)),
+]
+
+
+def test_choose_keeps_listable_patchable_local_resources() -> None:
+    result = choose_resources(DOCUMENTS, parse_selection(None, None))
+    assert [r.name for r in result.chosen] == ["apps/deployments", "core/events", "core/secrets"]
+
+
+def test_choose_says_why_each_type_was_dropped() -> None:
+    dropped = dict(
+        (d.name, d.reason) for d in choose_resources(DOCUMENTS, parse_selection(None, None)).dropped
+    )
+    assert "second name" in dropped["events.k8s.io/events"]
+    assert "aggregated" in dropped["metrics.k8s.io/pods"]
+    assert "virtual" in dropped["core/bindings"]
+    assert "virtual" in dropped["authentication.k8s.io/tokenreviews"]
+    assert "cannot be patched" in dropped["core/componentstatuses"]
+    assert "1 subresources" in dropped["*/*/<subresource>"]
+
+
+def test_choose_respects_the_selection_and_lists_only_selected_drops() -> None:
+    result = choose_resources(DOCUMENTS, parse_selection(["core/*"], ["core/events"]))
+    assert [r.name for r in result.chosen] == ["core/secrets"]
+    assert "events.k8s.io/events" not in {d.name for d in result.dropped}
+
+
+def test_served_resource_paths() -> None:
+    secrets = ServedResource("", "v1", "secrets", "Secret", True)
+    assert secrets.collection_path() == "/api/v1/secrets"
+    assert secrets.object_path("ns", "a") == "/api/v1/namespaces/ns/secrets/a"
+    roles = ServedResource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
+    assert roles.object_path(None, "admin") == "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin"
+    assert roles.api_version == "rbac.authorization.k8s.io/v1"
