@@ -47,6 +47,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # Our one resource is known up front: no CRD watching, so RBAC needs no watch on CRDs.
+    settings.scanning.disabled = True
     context: OperatorContext = memo.context
     await context.api.__aenter__()
     if context.etcd_config is not None:

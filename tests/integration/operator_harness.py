@@ -62,7 +62,9 @@ class OperatorProcess:
         if self.etcd:
             command += ["--etcd-config", str(self.cluster.etcd_config)]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+            )
         return self
 
     def kill_9(self) -> None:
@@ -83,7 +85,7 @@ class OperatorProcess:
     def metrics(self) -> str:
         import urllib.request  # noqa: PLC0415
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             return reply.read().decode()
 
     def __enter__(self) -> OperatorProcess:
@@ -118,7 +120,9 @@ def wait_for(
         if time.monotonic() > deadline:
             tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
             status = json.dumps(current.get("status"), indent=1)[:4000]
-            raise AssertionError(f"StorageMigration {name} did not get there in {timeout}s; status={status}\n{tail}")
+            raise AssertionError(
+                f"StorageMigration {name} did not get there in {timeout}s; status={status}\n{tail}"
+            )
         time.sleep(0.5)
 
 

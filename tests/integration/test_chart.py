@@ -79,23 +79,21 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
         ("ClusterRole", NAME),
         ("ClusterRoleBinding", NAME),
         ("Deployment", NAME),
-        ("Role", f"{NAME}-events"),  # in "default", where the engine posts events
-        ("Role", f"{NAME}-events"),  # in the release namespace, where kopf posts events
-        ("RoleBinding", f"{NAME}-events"),
+        ("Role", f"{NAME}-events"),  # in "default", where the operator posts events
         ("RoleBinding", f"{NAME}-events"),
         ("Service", f"{NAME}-metrics"),
         ("ServiceAccount", NAME),
     ]
 
 
-def test_events_may_be_created_only_in_default_and_the_release_namespace() -> None:
+def test_events_may_be_created_only_in_default() -> None:
     documents = render()
-    roles = [document for document in documents if document["kind"] == "Role"]
-    assert sorted(role["metadata"]["namespace"] for role in roles) == ["default", NAMESPACE]
-    for role in roles:
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
-    for binding in (document for document in documents if document["kind"] == "RoleBinding"):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
+    role = only(documents, "Role")
+    assert role["metadata"]["namespace"] == "default"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    binding = only(documents, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "default"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
 
 
 def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules() -> None:
@@ -313,9 +311,7 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(make_cluster: Callable[
         ("ClusterRole", "", NAME),
         ("ClusterRoleBinding", "", NAME),
         ("Role", "default", f"{NAME}-events"),
-        ("Role", NAMESPACE, f"{NAME}-events"),
         ("RoleBinding", "default", f"{NAME}-events"),
-        ("RoleBinding", NAMESPACE, f"{NAME}-events"),
         ("Service", NAMESPACE, f"{NAME}-metrics"),
         ("Deployment", NAMESPACE, NAME),
     } <= installed

@@ -7,6 +7,7 @@ one operator process; the tests run in order, each checking one promise on that 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from kms_storage_migrator.devcluster.cluster import DevCluster
-from kms_storage_migrator.devcluster.seed import seed
 from operator_harness import (
     OperatorProcess,
     apply_migration,
@@ -30,6 +28,9 @@ from operator_harness import (
     wait_finished,
 )
 
+from kms_storage_migrator.devcluster.cluster import DevCluster
+from kms_storage_migrator.devcluster.seed import seed
+
 pytestmark = pytest.mark.integration
 
 SEEDED_NAMESPACES = ("legacy-000", "legacy-001", "legacy-002")
@@ -40,7 +41,13 @@ SEEDED_KINDS = (
 SEEDED_CLUSTER_KINDS = "regions.demo.kms-storage-migrator.io"
 # The seeded types only: counts are then exact (no leases or events renewing meanwhile).
 SEEDED_SELECTION = {
-    "include": ["core/configmaps", "core/secrets", "apps/*", "rbac.authorization.k8s.io/*", "demo.kms-storage-migrator.io/*"],
+    "include": [
+        "core/configmaps",
+        "core/secrets",
+        "apps/*",
+        "rbac.authorization.k8s.io/*",
+        "demo.kms-storage-migrator.io/*",
+    ],
     "exclude": ["apps/controllerrevisions"],
 }
 
@@ -98,7 +105,9 @@ def _kubectl_error(cluster: DevCluster, document: dict[str, Any]) -> str:
         ({"resources": {"exclude": ["Core/Secrets"]}}, "spec.resources.exclude"),
     ],
 )
-def test_invalid_specs_are_rejected_naming_the_field(legacy: LegacyCluster, spec: dict, field_name: str) -> None:
+def test_invalid_specs_are_rejected_naming_the_field(
+    legacy: LegacyCluster, spec: dict, field_name: str
+) -> None:
     document = {
         "apiVersion": "kms-storage-migrator.io/v1alpha1",
         "kind": "StorageMigration",
@@ -111,7 +120,9 @@ def test_invalid_specs_are_rejected_naming_the_field(legacy: LegacyCluster, spec
 
 
 def test_spec_is_immutable(legacy: LegacyCluster) -> None:
-    apply_migration(legacy.cluster, "immutable", {"mode": "VerifyOnly", "resources": {"include": ["core/secrets"]}})
+    apply_migration(
+        legacy.cluster, "immutable", {"mode": "VerifyOnly", "resources": {"include": ["core/secrets"]}}
+    )
     wait_finished(legacy.cluster, "immutable", log=legacy.log)
     patch = json.dumps({"spec": {"qps": 7}})
     with pytest.raises(subprocess.CalledProcessError) as error:
@@ -150,7 +161,9 @@ def test_full_mode_encrypts_every_plaintext_object(legacy: LegacyCluster) -> Non
     assert "events.k8s.io/events" in {d["name"] for d in status["dropped"]}
     inventory = scan(legacy.cluster)
     assert inventory["summary"]["stale"] == 0, inventory["summary"]
-    assert inventory["summary"]["plaintext"] == 0
+    # Plaintext is left only where no API reaches (apiserver-internal allocator keys).
+    plaintext = [r for r in inventory["resources"] if r["plaintext"] and r["not_rewritable"] < r["total"]]
+    assert plaintext == []
 
 
 def test_full_mode_left_every_object_content_unchanged(legacy: LegacyCluster) -> None:
@@ -185,7 +198,9 @@ def test_targeted_mode_after_rotation_rewrites_exactly_the_stale_objects(legacy:
     for key in legacy.before:  # under the old key: every one rewritten, content intact
         assert after[key]["metadata"]["resourceVersion"] != before[key]["metadata"]["resourceVersion"], key
         assert content(after[key]) == content(before[key]), key
-    inventory = scan(legacy.cluster, "configmaps", "secrets", "deployments.apps", "roles.rbac.authorization.k8s.io")
+    inventory = scan(
+        legacy.cluster, "configmaps", "secrets", "deployments.apps", "roles.rbac.authorization.k8s.io"
+    )
     assert inventory["summary"]["stale"] == 0, inventory["summary"]
 
 
@@ -205,7 +220,9 @@ def test_finished_migrations_are_never_run_again(legacy: LegacyCluster) -> None:
     finished = migration(legacy.cluster, "encrypt")["status"]
     legacy.operator.stop()
     legacy.operator.start()
-    apply_migration(legacy.cluster, "after-restart", {"mode": "VerifyOnly", "resources": {"include": ["core/secrets"]}})
+    apply_migration(
+        legacy.cluster, "after-restart", {"mode": "VerifyOnly", "resources": {"include": ["core/secrets"]}}
+    )
     wait_finished(legacy.cluster, "after-restart", log=legacy.log)  # the restarted operator is working
     again = migration(legacy.cluster, "encrypt")["status"]
     assert again["completionTime"] == finished["completionTime"]
@@ -214,8 +231,16 @@ def test_finished_migrations_are_never_run_again(legacy: LegacyCluster) -> None:
 
 def test_metrics_count_outcomes(legacy: LegacyCluster) -> None:
     apply_migration(legacy.cluster, "metrics", {"mode": "Full", "resources": {"include": ["core/secrets"]}})
-    wait_finished(legacy.cluster, "metrics", log=legacy.log)
+    status = wait_finished(legacy.cluster, "metrics", log=legacy.log)["status"]
     text = legacy.operator.metrics()
-    assert 'kms_storage_migrator_objects_total{migration="metrics",resource="core/secrets",outcome="unchanged"}' in text
+    counted = re.findall(
+        r'^kms_storage_migrator_objects_total\{migration="metrics",outcome="(\w+)",[^}]*\} (\S+)$', text, re.M
+    )
+    by_outcome = {outcome: int(float(value)) for outcome, value in counted}
+    totals = status["totals"]
+    assert by_outcome.get("rewritten", 0) == totals["rewritten"]
+    assert by_outcome.get("unchanged", 0) == totals["unchanged"]
+    assert sum(by_outcome.values()) == totals["objectsTotal"] > 0
     assert "kms_storage_migrator_request_duration_seconds_bucket" in text
     assert 'kms_storage_migrator_migration_phase{migration="metrics",phase="Succeeded"} 1.0' in text
+    assert 'kms_storage_migrator_objects_remaining{migration="metrics"} 0.0' in text

@@ -35,6 +35,7 @@ import yaml
 from kms_storage_migrator.devcluster.binaries import binary_path
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.devcluster.seed import seed
+from kms_storage_migrator.storage.keys import NOT_REWRITABLE_LOCATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +48,14 @@ KMS_PREFIX = b"k8s:enc:kms:v2:"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 
-# Exactly the chart's rules as `kubectl auth can-i --list` prints them in the release namespace,
-# (resource, verbs): the ClusterRole, and the events Role of that namespace.
-CHART_RULES = {
+# Exactly the chart's rules as `kubectl auth can-i --list` prints them, (resource, verbs): the
+# ClusterRole's everywhere, plus the events Role's in "default".
+CLUSTER_RULES = {
     ("*.*", ("list", "patch")),
     ("storagemigrations.kms-storage-migrator.io", ("get", "list", "watch", "patch", "update")),
     ("storagemigrations.kms-storage-migrator.io/status", ("get", "list", "watch", "patch", "update")),
-    ("events", ("create",)),
 }
+EVENTS_RULE = ("events", ("create",))
 
 # Objects the rewrite tests create while the cluster still stores plaintext: RBAC objects whose
 # rules and role references the ServiceAccount does not hold (so an escalation check that ran
@@ -202,9 +203,9 @@ def service_account_client(
     return ServiceAccountClient(kubeconfig, server, token, context)
 
 
-def rules_of(client: ServiceAccountClient) -> set[tuple[str, tuple[str, ...]]]:
-    """(resource, verbs) of every resource rule `kubectl auth can-i --list` reports."""
-    result = client.kubectl("auth", "can-i", "--list")
+def rules_of(client: ServiceAccountClient, namespace: str) -> set[tuple[str, tuple[str, ...]]]:
+    """(resource, verbs) of every resource rule `kubectl auth can-i --list` reports in ``namespace``."""
+    result = client.kubectl("auth", "can-i", "--list", "--namespace", namespace)
     assert result.returncode == 0, result.stderr
     rules = set()
     for line in result.stdout.splitlines()[1:]:
@@ -242,9 +243,11 @@ def test_service_account_holds_exactly_the_chart_rules(legacy_cluster: DevCluste
     # What every ServiceAccount may do anyway (discovery, self reviews, public info): measured on
     # a ServiceAccount of the same namespace bound to nothing.
     legacy_cluster.kubectl("create", "serviceaccount", "unbound", "--namespace", NAMESPACE)
-    baseline = rules_of(service_account_client(legacy_cluster, tmp_path, "unbound"))
+    unbound = service_account_client(legacy_cluster, tmp_path, "unbound")
 
-    assert rules_of(operator) - baseline == CHART_RULES
+    for namespace in (NAMESPACE, "team-a"):
+        assert rules_of(operator, namespace) - rules_of(unbound, namespace) == CLUSTER_RULES
+    assert rules_of(operator, "default") - rules_of(unbound, "default") == CLUSTER_RULES | {EVENTS_RULE}
 
     # The engine's two verbs, everywhere, for built-in and custom resources.
     for resource in ("secrets", "configmaps", "clusterroles.rbac.authorization.k8s.io", "deployments.apps"):
@@ -253,7 +256,6 @@ def test_service_account_holds_exactly_the_chart_rules(legacy_cluster: DevCluste
     assert operator.can_i("watch", "storagemigrations.kms-storage-migrator.io")
     assert operator.can_i("update", "storagemigrations.kms-storage-migrator.io/status")
     assert operator.can_i("create", "events", namespace="default")
-    assert operator.can_i("create", "events", namespace=NAMESPACE)
 
 
 # What the ServiceAccount must not be able to do, cluster-wide and in a namespace.
@@ -274,6 +276,9 @@ FORBIDDEN = [
     ("deletecollection", "configmaps"),
     ("update", "secrets"),
     ("update", "clusterroles.rbac.authorization.k8s.io"),
+    # Events only in "default", where the operator posts them (never through events.k8s.io).
+    ("create", "events"),
+    ("create", "events.events.k8s.io"),
     # No way around RBAC, no shells, no new credentials.
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
@@ -298,8 +303,28 @@ def test_service_account_cannot_step_outside_its_rules(legacy_cluster: DevCluste
     assert allowed == []
 
 
+def noop_write(current: dict[str, Any], form: str) -> tuple[dict[str, Any], str, str]:
+    """(body, content type, query) of a write that changes nothing, guarded by uid + resourceVersion."""
+    metadata = current["metadata"]
+    preconditions = {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]}
+    if form == "merge-patch":
+        return {"metadata": preconditions}, "application/merge-patch+json", ""
+    # Server-side apply of identity fields only, as the in-tree storage version migrator does.
+    identity = {
+        "name": metadata["name"],
+        **({"namespace": metadata["namespace"]} if "namespace" in metadata else {}),
+    }
+    body = {
+        "apiVersion": current["apiVersion"],
+        "kind": current["kind"],
+        "metadata": identity | preconditions,
+    }
+    return body, "application/apply-patch+yaml", "?fieldManager=kms-storage-migrator"
+
+
+@pytest.mark.parametrize("form", ["merge-patch", "server-side-apply"])
 def test_noop_rewrite_of_rbac_objects_needs_no_escalate_or_bind(
-    legacy_cluster: DevCluster, tmp_path: Path
+    legacy_cluster: DevCluster, tmp_path: Path, form: str
 ) -> None:
     operator = service_account_client(legacy_cluster, tmp_path)
     for path, key in RBAC_OBJECTS:
@@ -307,14 +332,9 @@ def test_noop_rewrite_of_rbac_objects_needs_no_escalate_or_bind(
             f"{key} should start as plaintext"
         )
         current = json.loads(legacy_cluster.kubectl("get", "--raw", path))
-        preconditions = {
-            "metadata": {
-                "uid": current["metadata"]["uid"],
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            }
-        }
-        status, answer = operator.patch(path, preconditions)
-        assert status == 200, f"no-op patch of {path} refused: {answer.get('message')}"
+        body, content_type, query = noop_write(current, form)
+        status, answer = operator.patch(path + query, body, content_type)
+        assert status == 200, f"no-op {form} of {path} refused: {answer.get('message')}"
         assert answer["kind"] == "PartialObjectMetadata"  # the response carried no rules or subjects
         assert stored_value(legacy_cluster, key).startswith(KMS_PREFIX + b"local-kms:"), (
             f"{key} not rewritten"
@@ -406,6 +426,11 @@ def etcd_values(cluster: DevCluster, prefix: str) -> dict[str, bytes]:
     }
 
 
+def apiserver_internal(key: str) -> bool:
+    """Keys no API serves (allocator ranges, apiserver leases): only the apiserver rewrites them."""
+    return key.removeprefix("/registry/").split("/")[0] in NOT_REWRITABLE_LOCATIONS
+
+
 def wait_for_end(
     cluster: DevCluster, name: str, process: subprocess.Popen[bytes], log_path: Path
 ) -> dict[str, Any]:
@@ -428,7 +453,9 @@ def test_operator_as_the_chart_service_account_completes_a_full_migration(
     cluster = make_legacy_cluster(make_cluster, seed_objects=160)
     rbac_before = {path: json.loads(cluster.kubectl("get", "--raw", path)) for path, _ in RBAC_OBJECTS}
     plaintext_before = sorted(
-        key for key, value in etcd_values(cluster, "/registry/").items() if not value.startswith(KMS_PREFIX)
+        key
+        for key, value in etcd_values(cluster, "/registry/").items()
+        if not value.startswith(KMS_PREFIX) and not apiserver_internal(key)
     )
     assert len(plaintext_before) > 160
 
@@ -467,6 +494,19 @@ def test_operator_as_the_chart_service_account_completes_a_full_migration(
     # Never secret data in the operator's output.
     assert "rbac-test-password-0451" not in log
     assert "seed-password-" not in log
+    # Events about the migration were posted, into the one namespace the chart allows.
+    events = json.loads(
+        cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector=involvedObject.name=reencrypt-all",
+            "-o",
+            "json",
+        )
+    )["items"]
+    assert events, "no event about the StorageMigration in namespace default"
 
     # Every object that was plaintext before is now stored through the KMS v2 provider, RBAC
     # objects and custom resources included, and RBAC objects read back unchanged.

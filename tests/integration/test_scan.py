@@ -126,7 +126,8 @@ async def rewrite_stale_objects(cluster: DevCluster, expectation: WriteExpectati
 def mixed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Plaintext objects, then KMS v2 under key A, then under key B after a rotation.
 
-    Shared by the tests below in file order; the last one rewrites every stale object.
+    Shared by the tests below in file order: the --fail-on-stale test rewrites every stale object,
+    so it comes after the counting tests.
     """
     cluster = DevCluster(tmp_path_factory.mktemp("mixed"))
     cluster.up("none")

@@ -168,8 +168,8 @@ def _build(binary: GoBinary, destination: Path) -> None:
     ldflags = " ".join(("-s", "-w", *binary.version_ldflags))
     command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), binary.package]
     print(
-        f"building {binary.name} {binary.version} from Go modules (first time only; "
-        f"a cold build of kube-apiserver takes 10-20 minutes on 2 cores); log: {log_path}",
+        f"building {binary.name} {binary.version} from Go modules, once per version "
+        f"(minutes on a cold machine); log: {log_path}",
         file=sys.stderr,
         flush=True,
     )

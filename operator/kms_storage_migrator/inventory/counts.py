@@ -71,13 +71,20 @@ class Inventory:
     resources: dict[GroupResource, ResourceCounts] = field(default_factory=dict)
     revision: int = 0  # etcd revision the scan was pinned to (the last one, after compactions)
     compaction_restarts: int = 0
+    # A scan sees a handful of distinct formats among millions of objects: decide each once.
+    _current: dict[StoredFormat, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def record(self, obj: ClassifiedObject) -> None:
         key = obj.stored_key
         counts = self.resources.get(key.group_resource)
         if counts is None:
             counts = self.resources[key.group_resource] = ResourceCounts(key.group, key.resource)
-        stale = self.expectation is not None and obj.is_stale(self.expectation)
+        stale = False
+        if self.expectation is not None and key.rewritable:
+            current = self._current.get(obj.format)
+            if current is None:
+                current = self._current[obj.format] = self.expectation.is_current(obj.format)
+            stale = not current
         counts.add(obj.format, rewritable=key.rewritable, stale=stale)
 
     def rows(self) -> list[ResourceCounts]:

@@ -128,7 +128,7 @@ async def discover(api: KubeApi, selection: Selection) -> DiscoveryResult:
 
 
 async def fetch_documents(api: KubeApi) -> list[GroupVersionResources]:
-    local_versions = await _local_group_versions(api)
+    aggregated = await _aggregated_group_versions(api)
     documents = [_document("", "v1", await api.get_json("/api/v1"), True)]
     groups = await api.get_json("/apis")
     for group in groups.get("groups") or []:
@@ -136,7 +136,8 @@ async def fetch_documents(api: KubeApi) -> list[GroupVersionResources]:
         version = str((group.get("preferredVersion") or {}).get("version") or "")
         if not name or not version:
             continue
-        local = local_versions is None or f"{version}.{name}" in local_versions
+        # Groups with no APIService at all (apiregistration.k8s.io itself) are served locally too.
+        local = aggregated is None or f"{version}.{name}" not in aggregated
         try:
             body = await api.get_json(f"/apis/{name}/{version}")
         except ApiError as error:
@@ -151,8 +152,8 @@ def _document(group: str, version: str, body: Mapping[str, Any], local: bool) ->
     return GroupVersionResources(group, version, tuple(body.get("resources") or ()), local)
 
 
-async def _local_group_versions(api: KubeApi) -> set[str] | None:
-    """Names of APIServices served by kube-apiserver itself, or None when they cannot be listed."""
+async def _aggregated_group_versions(api: KubeApi) -> set[str] | None:
+    """Names of APIServices served by another API server, or None when they cannot be listed."""
     try:
         page = await api.list_metadata(
             "/apis/apiregistration.k8s.io/v1/apiservices", limit=500, continue_token=None
@@ -163,5 +164,5 @@ async def _local_group_versions(api: KubeApi) -> set[str] | None:
     return {
         str(item["metadata"]["name"])
         for item in page.get("items") or []
-        if LOCAL_APISERVICE_LABEL in ((item.get("metadata") or {}).get("labels") or {})
+        if LOCAL_APISERVICE_LABEL not in ((item.get("metadata") or {}).get("labels") or {})
     }

@@ -161,8 +161,10 @@ class ResourceProgress:
             "phase": self.phase.value,
             "objectsTotal": self.estimate,
             **self.counts.to_status(),
-            "checkpoint": self.checkpoint.to_status(),
         }
+        if self.phase not in (ResourcePhase.DONE, ResourcePhase.FAILED):
+            # Only an unfinished resource needs a resume point; finished ones keep status short.
+            document["checkpoint"] = self.checkpoint.to_status()
         if self.scanned:
             document["scanned"] = self.scanned
         if self.write_format:

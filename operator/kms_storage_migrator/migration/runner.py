@@ -140,6 +140,7 @@ class MigrationRunner:
         self._index: ResourceIndex = {}
         self._reference_label: str | None = None  # current write format of our own CR (a free canary)
         self._canaried: set[str] = set()
+        self._learning: set[str] = set()
         self._forbidden_streak: dict[str, int] = {}
         self._published_at = 0.0
         self._publish_lock = asyncio.Lock()
@@ -183,6 +184,7 @@ class MigrationRunner:
                 await self._scan_targeted()
             await self._migrate(self._migrate_targeted)
         else:
+            await self._estimate_full()
             await self._migrate(self._migrate_full)
         await self._verify(final_mode=mode)
 
@@ -236,6 +238,19 @@ class MigrationRunner:
             entry.estimate = entry.counts.done + tally.stale
             await self._publish()
         await self._publish(force=True)
+
+    async def _estimate_full(self) -> None:
+        """One-object list per resource: remainingItemCount gives the total before any write."""
+        for entry, served in self._pending_resources():
+            if entry.estimate or entry.checkpoint.continue_token:
+                continue
+            try:
+                page = await self._api.list_metadata(served.collection_path(), limit=1, continue_token=None)
+            except (ApiError, TransportError) as error:
+                log.info("%s: no estimate (%s)", entry.name, error)
+                continue
+            items = len(page.get("items") or [])
+            entry.estimate = items + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
 
     async def _migrate(self, migrate_resource: Callable[[ResourceProgress, ServedResource], Any]) -> None:
         total = sum(max(r.estimate, r.counts.done) for r in self.progress.resources)
@@ -376,7 +391,9 @@ class MigrationRunner:
             await self._record_failure(entry, result)
             return
         self._forbidden_streak[entry.name] = -1  # one success: the resource is writable
-        if result.outcome in (Outcome.REWRITTEN, Outcome.UNCHANGED) and entry.write_format is None:
+        learnable = result.outcome in (Outcome.REWRITTEN, Outcome.UNCHANGED)
+        if learnable and entry.write_format is None and entry.name not in self._learning:
+            self._learning.add(entry.name)  # one read-back per resource, not one per parallel write
             target = result.target
             await self._learn_write_format(
                 entry, served, object_key(served, self._index, target.namespace, target.name)

@@ -148,7 +148,7 @@ def _classify_kms_v2(value: bytes, start: int) -> StoredFormat:
     if isinstance(parsed, str):
         return _unknown(f"kms-v2: {parsed}")
     provider, offset = parsed
-    fields = _walk_encrypted_object(memoryview(value)[offset:])
+    fields = _walk_encrypted_object(value, offset)
     if isinstance(fields, str):
         return _unknown(f"kms-v2: {fields}")
     return StoredFormat(
@@ -173,7 +173,7 @@ _EXPECTED_WIRE_TYPES = {
 }
 
 
-def _read_varint(buffer: memoryview, offset: int) -> tuple[int, int] | None:
+def _read_varint(buffer: bytes, offset: int) -> tuple[int, int] | None:
     result = 0
     for index in range(_MAX_VARINT_BYTES):
         position = offset + index
@@ -186,48 +186,54 @@ def _read_varint(buffer: memoryview, offset: int) -> tuple[int, int] | None:
     return None
 
 
-def _walk_encrypted_object(buffer: memoryview) -> _EncryptedObjectFields | str:
-    """Walk the protobuf wire format of EncryptedObject; returns its fields or an error reason."""
+def _walk_encrypted_object(buffer: bytes, offset: int) -> _EncryptedObjectFields | str:
+    """Walk the protobuf wire format of EncryptedObject from ``offset`` to the end of ``buffer``;
+    returns its fields or an error reason. Indexes into the value: nothing large is copied."""
     key_id: bytes | None = None
     dek_source_type = DEK_SOURCE_AES_GCM_KEY  # proto3 default when the field is absent
     data_length = 0
     dek_source_length = 0
-    offset = 0
-    while offset < len(buffer):
-        tag = _read_varint(buffer, offset)
-        if tag is None:
-            return "truncated field tag"
-        tag_value, offset = tag
+    end = len(buffer)
+    while offset < end:
+        # One-byte varints (every tag and length here but encryptedData's) skip the general reader.
+        tag_value = buffer[offset]
+        if tag_value < 0x80:
+            offset += 1
+        else:
+            tag = _read_varint(buffer, offset)
+            if tag is None:
+                return "truncated field tag"
+            tag_value, offset = tag
         field_number, wire_type = tag_value >> 3, tag_value & 0x7
         if field_number == 0:
             return "field number 0"
-        expected_wire_type = _EXPECTED_WIRE_TYPES.get(field_number, wire_type)
-        if wire_type != expected_wire_type:
+        if wire_type != _EXPECTED_WIRE_TYPES.get(field_number, wire_type):
             return f"field {field_number} has wire type {wire_type}"
-        if wire_type == _WIRE_VARINT:
-            varint = _read_varint(buffer, offset)
-            if varint is None:
-                return "truncated varint"
-            number, offset = varint
-            if field_number == _FIELD_DEK_SOURCE_TYPE:
-                dek_source_type = number
-        elif wire_type == _WIRE_LENGTH:
-            length = _read_varint(buffer, offset)
-            if length is None:
-                return "truncated length"
-            size, offset = length
-            if size > len(buffer) - offset:
-                return f"field {field_number} claims {size} bytes, {len(buffer) - offset} remain"
+        if wire_type in (_WIRE_VARINT, _WIRE_LENGTH):
+            if offset < end and buffer[offset] < 0x80:
+                number = buffer[offset]
+                offset += 1
+            else:
+                varint = _read_varint(buffer, offset)
+                if varint is None:
+                    return "truncated varint" if wire_type == _WIRE_VARINT else "truncated length"
+                number, offset = varint
+            if wire_type == _WIRE_VARINT:
+                if field_number == _FIELD_DEK_SOURCE_TYPE:
+                    dek_source_type = number
+                continue
+            if number > end - offset:
+                return f"field {field_number} claims {number} bytes, {end - offset} remain"
             if field_number == _FIELD_KEY_ID:
-                key_id = bytes(buffer[offset : offset + size])
+                key_id = buffer[offset : offset + number]
             elif field_number == _FIELD_DATA:
-                data_length = size
+                data_length = number
             elif field_number == _FIELD_DEK_SOURCE:
-                dek_source_length = size
-            offset += size
+                dek_source_length = number
+            offset += number
         elif wire_type in (_WIRE_FIXED64, _WIRE_FIXED32):
             offset += 8 if wire_type == _WIRE_FIXED64 else 4
-            if offset > len(buffer):
+            if offset > end:
                 return "truncated fixed-width field"
         else:
             return f"unsupported wire type {wire_type}"

@@ -215,7 +215,7 @@ def parse_key(key: bytes | str, index: ResourceIndex, *, root: str = DEFAULT_ROO
     if not text.startswith(root + "/"):
         return _unmapped(text, f"outside {root}/")
     segments = text[len(root) + 1 :].split("/")
-    if any(not segment for segment in segments):
+    if "" in segments:
         return _unmapped(text, "empty path segment")
     if len(segments) >= 3 and "/".join(segments[:2]) in _TWO_SEGMENT_LOCATIONS:
         return _builtin_key(_BY_LOCATION["/".join(segments[:2])], segments[2:])
