@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,6 @@ class OperatorProcess:
             self.process.wait(timeout=10)
 
     def metrics(self) -> str:
-        import urllib.request  # noqa: PLC0415
-
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             return reply.read().decode()
 

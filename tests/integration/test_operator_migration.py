@@ -244,3 +244,18 @@ def test_metrics_count_outcomes(legacy: LegacyCluster) -> None:
     assert "kms_storage_migrator_request_duration_seconds_bucket" in text
     assert 'kms_storage_migrator_migration_phase{migration="metrics",phase="Succeeded"} 1.0' in text
     assert 'kms_storage_migrator_objects_remaining{migration="metrics"} 0.0' in text
+
+
+def test_without_etcd_access_auto_means_full_and_the_result_is_unverified(legacy: LegacyCluster) -> None:
+    legacy.operator.stop()
+    api_only = OperatorProcess(legacy.cluster, legacy.log, etcd=False).start()
+    try:
+        status = legacy.finish("api-only", {"resources": {"include": ["core/secrets"]}})["status"]
+    finally:
+        api_only.stop()
+        legacy.operator.start()
+    assert status["mode"] == "Full"
+    assert status["phase"] == "Succeeded"
+    assert status["verification"]["result"] == "Unverified"
+    assert "unverified" in status["message"]
+    assert status["totals"]["unchanged"] == status["totals"]["objectsTotal"] > 0

@@ -46,6 +46,8 @@ NAMESPACE = "kms-storage-migrator"
 SERVICE_ACCOUNT = "kms-storage-migrator"
 KMS_PREFIX = b"k8s:enc:kms:v2:"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 
 # Exactly the chart's rules as `kubectl auth can-i --list` prints them, (resource, verbs): the
@@ -137,15 +139,21 @@ class ServiceAccountClient:
     def patch(
         self, path: str, body: dict[str, Any], content_type: str = "application/merge-patch+json"
     ) -> tuple[int, dict[str, Any]]:
+        return self.request("PATCH", path, body, content_type, accept=METADATA_ONLY)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(
             self.server + path,
-            method="PATCH",
-            data=json.dumps(body).encode(),
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Content-Type": content_type,
-                "Accept": METADATA_ONLY,
-            },
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type, "Accept": accept},
         )
         try:
             with urllib.request.urlopen(request, context=self.ssl_context) as response:
@@ -342,6 +350,43 @@ def test_noop_rewrite_of_rbac_objects_needs_no_escalate_or_bind(
         after = json.loads(legacy_cluster.kubectl("get", "--raw", path))
         for rbac_field in ("rules", "subjects", "roleRef", "aggregationRule"):
             assert after.get(rbac_field) == current.get(rbac_field)
+
+
+def test_list_hands_secret_data_only_to_clients_that_ask_for_it(
+    legacy_cluster: DevCluster, tmp_path: Path
+) -> None:
+    """What docs/install.md says plainly: RBAC cannot make `list` metadata-only; the client chooses."""
+    legacy_cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "api-key",
+        "-n",
+        "team-a",
+        "--from-literal=key=created-not-applied-7734",
+    )
+    token_holder = service_account_client(legacy_cluster, tmp_path)
+    path = "/api/v1/namespaces/team-a/secrets"
+
+    # As the operator asks: metadata only, no `data`.
+    status, page = token_holder.request("GET", path, accept=METADATA_LIST)
+    assert status == 200
+    assert page["kind"] == "PartialObjectMetadataList"
+    assert all(set(item) == {"kind", "apiVersion", "metadata"} for item in page["items"])
+    assert "created-not-applied-7734" not in json.dumps(page)
+    # The caveat the docs name: `kubectl apply` copies the whole object, Secret data included,
+    # into an annotation, and annotations are metadata.
+    applied = next(item for item in page["items"] if item["metadata"]["name"] == "db-password")
+    assert "rbac-test-password-0451" in applied["metadata"]["annotations"][LAST_APPLIED]
+
+    # As anyone holding the token may ask: the same permission returns every Secret's data.
+    status, page = token_holder.request("GET", path)
+    assert status == 200
+    created = next(item for item in page["items"] if item["metadata"]["name"] == "api-key")
+    assert base64.b64decode(created["data"]["key"]) == b"created-not-applied-7734"
+    # While reading one object by name is refused.
+    status, _ = token_holder.request("GET", f"{path}/api-key")
+    assert status == 403
 
 
 @pytest.mark.parametrize(

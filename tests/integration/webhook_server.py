@@ -7,6 +7,7 @@ routes UPDATEs of one resource in one namespace to it.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -126,8 +127,6 @@ class DenyingWebhook:
         self._server.server_close()
 
     def configuration(self, name: str, namespace: str, resource: str) -> dict[str, Any]:
-        import base64  # noqa: PLC0415
-
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",

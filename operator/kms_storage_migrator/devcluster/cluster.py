@@ -40,6 +40,15 @@ ETCD_READY_TIMEOUT = 60.0
 KMS_READY_TIMEOUT = 30.0
 # Unix socket paths are limited to 107 bytes; deep temporary directories exceed that.
 MAX_SOCKET_PATH = 100
+PORT_ATTEMPTS = 3
+# Only what a node-less cluster can use, plus the in-tree migrator that benchmarks compare with.
+CONTROLLERS = (
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "serviceaccount-token",
+    "storage-version-migrator-controller",
+)
 
 
 @dataclass
@@ -156,25 +165,37 @@ class DevCluster:
         if not self.keyring.exists():
             self.keyring.parent.mkdir(parents=True, exist_ok=True)
             create_keyring(self.keyring)
-        state = ClusterState(
-            encryption=mode.value,
-            etcd_client_port=etcd_port or processes.free_port(),
-            etcd_peer_port=processes.free_port(),
-            apiserver_port=apiserver_port or processes.free_port(),
-            kms_socket=self._kms_socket_path(),
-        )
-        self._save_state(state)
-        self._write_client_files(state)
-        self.encryption_config.write_text(encryption_configuration(mode, f"unix://{state.kms_socket}"))
-        try:
-            self._start_etcd(state)
-            self._start_kms_plugin(state)
-            self._start_apiserver(state)
-            if with_controller_manager:
-                self._start_controller_manager(state)
-        except BaseException:
-            self.down()
-            raise
+        # Free ports are picked, then bound by another process: two clusters starting at once
+        # can pick the same one. A component that loses that race is retried on fresh ports.
+        attempts = 1 if (apiserver_port or etcd_port) else PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            state = ClusterState(
+                encryption=mode.value,
+                etcd_client_port=etcd_port or processes.free_port(),
+                etcd_peer_port=processes.free_port(),
+                apiserver_port=apiserver_port or processes.free_port(),
+                kms_socket=self._kms_socket_path(),
+            )
+            self._save_state(state)
+            self._write_client_files(state)
+            self.encryption_config.write_text(encryption_configuration(mode, f"unix://{state.kms_socket}"))
+            try:
+                self._start_components(state, with_controller_manager=with_controller_manager)
+                return
+            except processes.PortInUse:
+                self.down()
+                if attempt == attempts:
+                    raise
+            except BaseException:
+                self.down()
+                raise
+
+    def _start_components(self, state: ClusterState, *, with_controller_manager: bool) -> None:
+        self._start_etcd(state)
+        self._start_kms_plugin(state)
+        self._start_apiserver(state)
+        if with_controller_manager:
+            self._start_controller_manager(state)
 
     def down(self) -> None:
         """Stop every component; leaves the directory (data, logs, PKI) for inspection."""
@@ -395,7 +416,7 @@ class DevCluster:
             f"--secure-port={state.controller_manager_port}",
             f"--service-account-private-key-file={self.pki.service_account_key}",
             f"--root-ca-file={self.pki.ca.cert}",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+            f"--controllers={','.join(CONTROLLERS)}",
         ]
         log_path = self.log_path("kube-controller-manager")
         state.pids["kube-controller-manager"] = processes.start(command, log_path)

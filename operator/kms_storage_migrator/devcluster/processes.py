@@ -16,6 +16,10 @@ from kms_storage_migrator.errors import UserError
 LOG_TAIL_LINES = 25
 
 
+class PortInUse(UserError):
+    """A component could not bind its port: another process took it first."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -128,9 +132,9 @@ def wait_until(
         if ready():
             return
         if not is_running(pid, program):
-            raise UserError(
-                f"{what} exited before it was ready; last lines of {log_path}:\n{log_tail(log_path)}"
-            )
+            tail = log_tail(log_path)
+            error = PortInUse if "address already in use" in tail else UserError
+            raise error(f"{what} exited before it was ready; last lines of {log_path}:\n{tail}")
         time.sleep(0.1)
     raise UserError(
         f"{what} was not ready within {timeout_seconds:.0f}s; last lines of {log_path}:\n{log_tail(log_path)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
@@ -11,9 +12,11 @@ from kms_storage_migrator.storage.keys import GroupResource, StoredKey
 __all__ = ["ClassifiedObject", "Inventory", "ResourceCounts"]
 
 
-@dataclass(frozen=True, slots=True)
-class ClassifiedObject:
-    """One stored object: where it is, what it is, how it is stored. Never holds the value."""
+class ClassifiedObject(NamedTuple):
+    """One stored object: where it is, what it is, how it is stored. Never holds the value.
+
+    A named tuple rather than a frozen dataclass: one is built per key, and this is 3x cheaper.
+    """
 
     etcd_key: str
     stored_key: StoredKey

@@ -147,6 +147,19 @@ class _WaitHonouringRetryAfter:
         return backoff
 
 
+def transient_retrying(
+    max_attempts: int, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> AsyncRetrying:
+    """The one retry policy: transient failures only, full-jitter backoff, Retry-After as a floor."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=_WaitHonouringRetryAfter(),
+        retry=retry_if_exception_type(RetryableFailure),
+        reraise=True,
+        sleep=sleep,
+    )
+
+
 class Rewriter:
     """Rewrites objects one at a time per call; safe to call from many tasks at once."""
 
@@ -171,13 +184,7 @@ class Rewriter:
 
     async def rewrite(self, target: RewriteTarget) -> RewriteResult:
         attempts = 0
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=_WaitHonouringRetryAfter(),
-            retry=retry_if_exception_type(RetryableFailure),
-            reraise=True,
-            sleep=self._sleep,
-        )
+        retrying = transient_retrying(self._max_attempts, self._sleep)
         try:
             async for attempt in retrying:
                 with attempt:

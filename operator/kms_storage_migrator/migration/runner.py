@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol
 
+from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
 from kms_storage_migrator.migration.discovery import DiscoveryResult, ServedResource, discover
 from kms_storage_migrator.migration.plan import (
@@ -44,12 +45,14 @@ from kms_storage_migrator.migration.progress import (
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
 from kms_storage_migrator.migration.rewrite import (
     NoObserver,
+    RetryableFailure,
     RewriteMethod,
     RewriteObserver,
     Rewriter,
     RewriteResult,
     RewriteTarget,
     is_retryable_status,
+    transient_retrying,
 )
 from kms_storage_migrator.migration.verify import (
     StoredObject,
@@ -160,6 +163,9 @@ class MigrationRunner:
             await self._finish(Phase.FAILED, str(error))
         except ApiError as error:
             await self._finish(Phase.FAILED, f"the apiserver refused a request the migration needs: {error}")
+        except UserError as error:
+            # The etcd reader's own retries are exhausted: say which endpoint, rather than loop.
+            await self._finish(Phase.FAILED, str(error))
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -274,6 +280,8 @@ class MigrationRunner:
             self._check_stop()
             try:
                 page = await self._list_page(served, token)
+            except RetryableFailure as failure:
+                raise _ResourceAbandoned(f"cannot list: {failure}") from failure
             except ApiError as error:
                 if error.status == 410:
                     # The continue token expired (etcd compacted): the Status carries a fresh one.
@@ -306,6 +314,9 @@ class MigrationRunner:
         label = entry.write_format or self._reference_label
         if label is None:
             raise _ResourceAbandoned("current write format unknown")
+        if entry.scanned and entry.estimate <= entry.counts.done:
+            entry.phase = ResourcePhase.DONE  # the scan found nothing stale: no second walk
+            return
         after = entry.checkpoint.last_key
         async for page in stored_objects(
             self._etcd, served, self._index, self._spec.page_size, after_key=after
@@ -395,9 +406,12 @@ class MigrationRunner:
         if learnable and entry.write_format is None and entry.name not in self._learning:
             self._learning.add(entry.name)  # one read-back per resource, not one per parallel write
             target = result.target
-            await self._learn_write_format(
-                entry, served, object_key(served, self._index, target.namespace, target.name)
-            )
+            try:
+                await self._learn_write_format(
+                    entry, served, object_key(served, self._index, target.namespace, target.name)
+                )
+            finally:
+                self._learning.discard(entry.name)
 
     async def _record_failure(self, entry: ResourceProgress, result: RewriteResult) -> None:
         target = result.target
@@ -433,29 +447,30 @@ class MigrationRunner:
         )
 
     async def _list_page(self, served: ServedResource, token: str | None) -> dict[str, Any]:
-        """One metadata-only page; transient failures retried like writes (same limiter)."""
-        for attempt in range(1, LIST_ATTEMPTS + 1):
-            await self._limiter.acquire()
-            started = time.monotonic()
-            try:
-                page = await self._api.list_metadata(
-                    served.collection_path(), limit=self._spec.page_size, continue_token=token
-                )
-            except ApiError as error:
-                self._observer.request_done(served.name, str(error.status), time.monotonic() - started)
-                if not is_retryable_status(error.status) or attempt == LIST_ATTEMPTS:
-                    raise
-                self._limiter.overloaded()
-                await asyncio.sleep(max(error.retry_after or 0.0, min(30.0, 0.5 * 2**attempt)))
-                continue
-            except TransportError as error:
-                if attempt == LIST_ATTEMPTS:
-                    raise _ResourceAbandoned(f"cannot list: {error}") from error
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
-                continue
-            self._observer.request_done(served.name, "200", time.monotonic() - started)
-            return page
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One metadata-only page, under the same limiter and retry policy as the writes."""
+        async for attempt in transient_retrying(LIST_ATTEMPTS):
+            with attempt:
+                return await self._list_once(served, token)
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _list_once(self, served: ServedResource, token: str | None) -> dict[str, Any]:
+        await self._limiter.acquire()
+        started = time.monotonic()
+        try:
+            page = await self._api.list_metadata(
+                served.collection_path(), limit=self._spec.page_size, continue_token=token
+            )
+        except TransportError as error:
+            self._observer.request_done(served.name, "transport", time.monotonic() - started)
+            raise RetryableFailure("ConnectionError", str(error)) from error
+        except ApiError as error:
+            self._observer.request_done(served.name, str(error.status), time.monotonic() - started)
+            if not is_retryable_status(error.status):
+                raise
+            self._limiter.overloaded()
+            raise RetryableFailure(error.reason, error.message, error.retry_after) from error
+        self._observer.request_done(served.name, "200", time.monotonic() - started)
+        return page
 
     # ---- learning the current write format ------------------------------------------------------
 
@@ -559,8 +574,8 @@ class MigrationRunner:
             await asyncio.sleep(self._status_interval)
             try:
                 await self._publish()
-            except ApiError as error:
-                log.warning("status update failed: %s", error)
+            except MigrationStopped:
+                return  # the main task sees the same at its next publish or stop check
 
     async def _publish(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -569,5 +584,9 @@ class MigrationRunner:
         async with self._publish_lock:
             self._published_at = time.monotonic()
             document = to_status(self.progress, utc_now())
-            await self._sink.publish(document)
             self._observer.status(self.progress.phase, int(document["totals"]["remaining"]))
+            try:
+                await self._sink.publish(document)
+            except (ApiError, TransportError) as error:
+                # Status is best effort: a missed checkpoint only means redoing a page after a crash.
+                log.warning("status update failed (next one in %ss): %s", self._status_interval, error)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi
+from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi, TransportError
 from kms_storage_migrator.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
 from kms_storage_migrator.migration.progress import (
@@ -106,7 +106,7 @@ class CustomResourceSink:
         }
         try:
             await self._api.create_event(EVENT_NAMESPACE, event)
-        except ApiError as error:
+        except (ApiError, TransportError) as error:
             # Events are a courtesy: a refused event must never stop a migration.
             log.warning("cannot record event %s on %s: %s", reason, self._name, error)
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 from urllib.parse import urlsplit
 
 import grpc
@@ -41,8 +41,7 @@ _RETRY_ATTEMPTS = 4
 _MIN_PAGE_SIZE = 1
 
 
-@dataclass(frozen=True, slots=True)
-class RawEntry:
+class RawEntry(NamedTuple):  # a tuple: built once per key, so it must be cheap
     key: bytes
     value: bytes
     mod_revision: int  # the object's resourceVersion

@@ -79,6 +79,14 @@ _MAX_DEK_SOURCE_LENGTH = 1024
 _MAX_VARINT_BYTES = 10
 
 
+_PLAINTEXT_PROTOBUF = StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
+_PLAINTEXT_JSON = StoredFormat(FormatKind.PLAINTEXT_JSON)
+_PLAINTEXT_CBOR = StoredFormat(FormatKind.PLAINTEXT_CBOR)
+# A keyspace holds a handful of distinct KMS v2 formats; reusing them spares an allocation per key.
+_KMS_V2_FORMATS: dict[tuple[str, str, int], StoredFormat] = {}
+_MAX_CACHED_FORMATS = 4096
+
+
 def classify(value: bytes) -> StoredFormat:
     """Classify one raw etcd value. Total: returns ``UNKNOWN`` with a reason instead of raising."""
     if not value:
@@ -86,11 +94,11 @@ def classify(value: bytes) -> StoredFormat:
     if value.startswith(_ENCRYPTED_PREFIX):
         return _classify_encrypted(value)
     if value.startswith(_PROTOBUF_MAGIC):
-        return StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
+        return _PLAINTEXT_PROTOBUF
     if value.startswith(b"{"):
-        return StoredFormat(FormatKind.PLAINTEXT_JSON)
+        return _PLAINTEXT_JSON
     if value.startswith(_CBOR_SELF_DESCRIBED):
-        return StoredFormat(FormatKind.PLAINTEXT_CBOR)
+        return _PLAINTEXT_CBOR
     return _unknown("no known prefix")
 
 
@@ -151,9 +159,15 @@ def _classify_kms_v2(value: bytes, start: int) -> StoredFormat:
     fields = _walk_encrypted_object(value, offset)
     if isinstance(fields, str):
         return _unknown(f"kms-v2: {fields}")
-    return StoredFormat(
-        FormatKind.KMS_V2, provider=provider, key_id=fields.key_id, dek_source_type=fields.dek_source_type
-    )
+    cache_key = (provider, fields.key_id, fields.dek_source_type)
+    stored = _KMS_V2_FORMATS.get(cache_key)
+    if stored is None:
+        stored = StoredFormat(
+            FormatKind.KMS_V2, provider=provider, key_id=fields.key_id, dek_source_type=fields.dek_source_type
+        )
+        if len(_KMS_V2_FORMATS) < _MAX_CACHED_FORMATS:
+            _KMS_V2_FORMATS[cache_key] = stored
+    return stored
 
 
 @dataclass(frozen=True, slots=True)
