@@ -179,6 +179,9 @@ def main() -> int:
     parser.add_argument("--namespaces", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="runs per reader per checkpoint (median time)")
     parser.add_argument("--directory", type=Path, help="cluster directory (default: a new temporary one)")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the seeded cluster running (for profiling)"
+    )
     args = parser.parse_args()
     checkpoints = sorted(int(part) for part in args.checkpoints.split(","))
 
@@ -212,7 +215,10 @@ def main() -> int:
             results.append(result)
             print(json.dumps(result), flush=True)
     finally:
-        cluster.down()
+        if args.keep:
+            print(f"cluster left running in {directory}; stop it with DevCluster(path).down()", flush=True)
+        else:
+            cluster.down()
     print(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
     return 0
 

@@ -214,7 +214,16 @@ class DevCluster:
         """Restart kube-apiserver so a changed encryption config or KEK applies at once."""
         state = self.load_state()
         processes.stop(state.pids.get("kube-apiserver"), "kube-apiserver")
-        self._start_apiserver(state)
+        # The port must stay the same (kubeconfigs name it), and the old process can hold it
+        # for a moment after it is gone from the process table.
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            processes.wait_for_port_release(state.apiserver_port, timeout_seconds=30)
+            try:
+                self._start_apiserver(state)
+                return
+            except processes.PortInUse:
+                if attempt == PORT_ATTEMPTS:
+                    raise
 
     def encrypt(self) -> None:
         """Switch a plaintext cluster to KMS v2 writes (identity stays as a read fallback)."""

@@ -39,6 +39,21 @@ def ensure_port_free(port: int, owner: str) -> None:
             ) from error
 
 
+def wait_for_port_release(port: int, *, timeout_seconds: float) -> None:
+    """Return once 127.0.0.1:``port`` can be bound again, or after ``timeout_seconds``."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # The same option Go's listeners set, so a TIME_WAIT remnant does not count as taken.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                time.sleep(0.2)
+                continue
+            return
+
+
 def start(command: Sequence[str], log_path: Path, *, environment: dict[str, str] | None = None) -> int:
     """Start ``command`` detached from this process (it outlives the CLI); return its PID."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

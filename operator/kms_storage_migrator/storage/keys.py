@@ -165,6 +165,7 @@ for _entry in BUILTIN_LOCATIONS:
 _BY_GROUP_RESOURCE = {GroupResource(entry.group, entry.resource): entry for entry in BUILTIN_LOCATIONS}
 # Locations of two segments must be tried before their one-segment parents ("services/specs").
 _TWO_SEGMENT_LOCATIONS = frozenset(location for location in _BY_LOCATION if "/" in location)
+_TWO_SEGMENT_HEADS = frozenset(location.split("/")[0] for location in _TWO_SEGMENT_LOCATIONS)
 
 
 class UnknownResourceError(ValueError):
@@ -217,9 +218,11 @@ def parse_key(key: bytes | str, index: ResourceIndex, *, root: str = DEFAULT_ROO
     segments = text[len(root) + 1 :].split("/")
     if "" in segments:
         return _unmapped(text, "empty path segment")
-    if len(segments) >= 3 and "/".join(segments[:2]) in _TWO_SEGMENT_LOCATIONS:
-        return _builtin_key(_BY_LOCATION["/".join(segments[:2])], segments[2:])
     head = segments[0]
+    if head in _TWO_SEGMENT_HEADS and len(segments) >= 3:
+        location = f"{head}/{segments[1]}"
+        if location in _TWO_SEGMENT_LOCATIONS:
+            return _builtin_key(_BY_LOCATION[location], segments[2:])
     if head in NOT_REWRITABLE_LOCATIONS:
         return StoredKey("", head, None, "/".join(segments[1:]), False, NOT_REWRITABLE_LOCATIONS[head])
     if head in _BY_LOCATION:
