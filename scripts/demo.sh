@@ -22,7 +22,9 @@ $ksm dev-cluster encrypt --dir "$dir"
 echo "==> what etcd holds now"
 $ksm scan --etcd-config "$dir/etcd.json" --kubeconfig "$dir/kubeconfig" || true
 
-echo "==> starting the operator"
+echo "==> installing the StorageMigration CRD and starting the operator"
+kubectl apply -f crds/storagemigrations.yaml
+kubectl wait --for=condition=Established crd/storagemigrations.kms-storage-migrator.io
 $ksm run --kubeconfig "$dir/kubeconfig" --etcd-config "$dir/etcd.json" --metrics-port 0 \
   >"$dir/logs/operator.log" 2>&1 &
 operator=$!

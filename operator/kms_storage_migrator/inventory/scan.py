@@ -20,6 +20,7 @@ from kms_storage_migrator.storage.keys import (
     canonical,
     etcd_prefix,
     parse_key,
+    scan_boundaries,
 )
 
 __all__ = [
@@ -59,7 +60,8 @@ async def iter_classified(
     require_keys: bool = False,
 ) -> AsyncIterator[ClassifiedObject]:
     """Every object under ``prefix``, in key order, classified."""
-    async for page in reader.scan(prefix, page_size, require_keys=require_keys):
+    split_at = scan_boundaries(index, root=root)
+    async for page in reader.scan(prefix, page_size, require_keys=require_keys, split_at=split_at):
         for obj in classify_page(page, index, root=root):
             yield obj
 
@@ -74,7 +76,7 @@ async def iter_stale(
     root: str = DEFAULT_ROOT,
 ) -> AsyncIterator[ClassifiedObject]:
     """Only the rewritable objects under ``prefix`` that are not stored as the apiserver writes now."""
-    async for page in reader.scan(prefix, page_size):
+    async for page in reader.scan(prefix, page_size, split_at=scan_boundaries(index, root=root)):
         for obj in classify_page(page, index, root=root):
             if obj.is_stale(expectation):
                 yield obj
@@ -111,10 +113,11 @@ async def scan_inventory(
     A whole-root scan with no keys at all is a UserError (wrong etcd, wrong prefix).
     """
     inventory = Inventory(expectation)
+    split_at = scan_boundaries(index, root=root)
     for prefix in selection_prefixes(selection, index, root=root):
         # Page by page rather than through iter_classified: an async step per object costs more
         # than classifying it.
-        async for page in reader.scan(prefix, page_size, require_keys=selection is None):
+        async for page in reader.scan(prefix, page_size, require_keys=selection is None, split_at=split_at):
             for obj in classify_page(page, index, root=root):
                 inventory.record(obj)
             if on_page is not None:

@@ -19,7 +19,7 @@ import asyncio
 import ipaddress
 import json
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,9 +33,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from kms_storage_migrator.errors import UserError
 
-__all__ = ["DEFAULT_PAGE_SIZE", "EtcdConfig", "EtcdReader", "RawEntry"]
+__all__ = ["DEFAULT_PAGE_SIZE", "PAGE_BYTES", "EtcdConfig", "EtcdReader", "RawEntry"]
 
-DEFAULT_PAGE_SIZE = 1000  # measured: 1000 keys per range is fastest; ~1-2 MB per page
+DEFAULT_PAGE_SIZE = 5000  # the most keys one range request asks for
+PAGE_BYTES = 2 * 1024 * 1024  # pages are sized to about this much (gRPC's default message limit is 4 MiB)
+_FIRST_PAGE_SIZE = 500  # before the value sizes are known
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _RETRY_ATTEMPTS = 4
 _MIN_PAGE_SIZE = 1
@@ -225,6 +227,19 @@ def _cause(error: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+@dataclass(slots=True)
+class _Pin:
+    """The revision one scan reads at (0 until the first page, and again after a compaction)."""
+
+    revision: int = 0
+
+
+def _next_limit(page: list[RawEntry], page_size: int) -> int:
+    """Keys to ask for next so that a page stays near PAGE_BYTES."""
+    average = sum(len(entry.key) + len(entry.value) for entry in page) // len(page) + 1
+    return max(_MIN_PAGE_SIZE, min(page_size, PAGE_BYTES // average))
+
+
 class EtcdReader:
     """Read-only access to etcd. Use as ``async with EtcdReader(config) as reader:``."""
 
@@ -305,31 +320,54 @@ class EtcdReader:
         *,
         keys_only: bool = False,
         require_keys: bool = False,
+        split_at: Iterable[bytes] = (),
     ) -> AsyncIterator[list[RawEntry]]:
         """Yield every key under ``prefix`` in key order, one page at a time.
 
         Pages are pinned to the revision of the first page, so the scan is one consistent
         snapshot unless etcd compacts that revision meanwhile; then the scan continues after
         the last yielded key at the newest revision (each key is still yielded exactly once).
-        While the caller works on one page the next is already being read, so memory holds
-        at most two pages. ``require_keys`` turns an empty prefix into a UserError.
+
+        Pages hold at most ``page_size`` keys and about PAGE_BYTES (sized from the values seen
+        so far); while the caller works on one page the next is already being read, so memory
+        holds two pages at most. ``split_at`` keys cut the range into sub-ranges read one after
+        the other: etcd counts every key left in a range on each request, so paging through
+        many small ranges is far cheaper than through one big one. ``require_keys`` turns an
+        empty prefix into a UserError.
         """
         start = prefix.encode() if isinstance(prefix, str) else prefix
         end = prefix_range_end(start)
-        revision = 0
-        limit = max(page_size, _MIN_PAGE_SIZE)
-        first = True
+        bounds = sorted({key for key in split_at if start < key < end})
+        pinned = _Pin()
+        limit = min(max(page_size, _MIN_PAGE_SIZE), _FIRST_PAGE_SIZE)
+        seen_keys = False
+        for low, high in zip([start, *bounds], [*bounds, end], strict=True):
+            async for page in self._scan_range(
+                pinned, low, high, limit, page_size=page_size, keys_only=keys_only
+            ):
+                seen_keys = True
+                limit = _next_limit(page, page_size)
+                yield page
+        if require_keys and not seen_keys:
+            raise UserError(
+                f"etcd at {self._config.display} has no keys under {start.decode(errors='replace')!r}; "
+                "is this the etcd of a kube-apiserver, and is the prefix right?"
+            )
+
+    async def _scan_range(
+        self, pinned: _Pin, start: bytes, end: bytes, limit: int, *, page_size: int, keys_only: bool
+    ) -> AsyncIterator[list[RawEntry]]:
         pending: asyncio.Task[Any] | None = None
         try:
             while True:
                 if pending is None:
-                    pending = self._fetch(start, end, revision, limit, keys_only)
+                    pending = self._fetch(start, end, pinned.revision, limit, keys_only)
                 try:
                     response = await pending
                 except grpc.aio.AioRpcError as error:
                     if _is_compacted(error):
                         self.compaction_restarts += 1
-                        revision = 0
+                        pinned.revision = 0
                         continue
                     if _is_too_large(error) and limit > _MIN_PAGE_SIZE:
                         limit = max(limit // 2, _MIN_PAGE_SIZE)  # the page exceeded gRPC's message limit
@@ -337,24 +375,18 @@ class EtcdReader:
                     raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
                 finally:
                     pending = None
-                if revision == 0:
-                    revision = int(response.header.revision)
-                self.revision = revision
+                if pinned.revision == 0:
+                    pinned.revision = int(response.header.revision)
+                self.revision = pinned.revision
                 page = [RawEntry(kv.key, kv.value, kv.mod_revision) for kv in response.kvs]
-                if first and not page and require_keys:
-                    shown = start.decode(errors="replace")
-                    raise UserError(
-                        f"etcd at {self._config.display} has no keys under {shown!r}; "
-                        "is this the etcd of a kube-apiserver, and is the prefix right?"
-                    )
-                first = False
                 if not response.more or not page:
                     if page:
                         yield page
                     return
                 start = page[-1].key + b"\x00"  # the smallest key after the last one seen
+                limit = _next_limit(page, page_size)
                 # Overlap etcd's work on the next page with the caller's work on this one.
-                pending = self._fetch(start, end, revision, limit, keys_only)
+                pending = self._fetch(start, end, pinned.revision, limit, keys_only)
                 yield page
         finally:
             if pending is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "canonical",
     "etcd_prefix",
     "parse_key",
+    "scan_boundaries",
 ]
 
 DEFAULT_ROOT = "/registry"
@@ -197,6 +198,20 @@ def etcd_prefix(group: str, resource: str, index: ResourceIndex, *, root: str = 
     raise UnknownResourceError(
         f"{GroupResource(group, resource)} is neither built in nor a served custom resource"
     )
+
+
+def scan_boundaries(index: ResourceIndex, *, root: str = DEFAULT_ROOT) -> list[bytes]:
+    """Where every known location starts and ends, to cut a scan of the root into one range per
+    location (the gaps between them, where unknown keys would be, are still scanned)."""
+    locations = [entry.location for entry in BUILTIN_LOCATIONS]
+    locations += list(NOT_REWRITABLE_LOCATIONS)
+    locations += [f"{group}/{plural}" for group, plural in index]
+    boundaries: set[bytes] = set()
+    for location in locations:
+        start = f"{root}/{location}/".encode()
+        boundaries.add(start)
+        boundaries.add(start[:-1] + b"0")  # "/" + 1: the first key after the whole location
+    return sorted(boundaries)
 
 
 def _to_text(key: bytes | str) -> str | None:
