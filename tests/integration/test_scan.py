@@ -19,7 +19,7 @@ from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.scan import crd_index_from_etcd, iter_classified, iter_stale
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.formats import DEK_SOURCE_HKDF_SEED, FormatKind
-from kms_storage_migrator.storage.keys import GroupResource
+from kms_storage_migrator.storage.keys import GroupResource, scan_boundaries
 
 pytestmark = pytest.mark.integration
 
@@ -354,12 +354,30 @@ def test_shared_cluster_is_all_current_and_values_never_printed(dev_cluster: Dev
         dev_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
+async def settled_keys(reader: EtcdReader) -> list[bytes]:
+    """The keys under /registry once a fresh apiserver has stopped creating them (its
+    peer-endpoint lease comes a few seconds after readiness)."""
+    previous: list[bytes] = []
+    for _ in range(60):
+        keys = [entry.key async for page in reader.scan("/registry/", keys_only=True) for entry in page]
+        if keys == previous and any(key.startswith(b"/registry/peerserverleases/") for key in keys):
+            return keys
+        previous = keys
+        await asyncio.sleep(1)
+    raise AssertionError("the apiserver kept creating keys for a minute")
+
+
 async def test_scan_resumes_after_compaction_without_losing_or_repeating_keys(
     make_cluster: Callable[..., DevCluster],
 ) -> None:
     cluster = make_cluster(encryption="kms")
     async with EtcdReader(EtcdConfig.from_file(cluster.etcd_config)) as reader:
-        expected = [entry.key async for page in reader.scan("/registry/", keys_only=True) for entry in page]
+        expected = await settled_keys(reader)
+        # Cutting the scan at every known location reads the very same keys, gaps included.
+        split = reader.scan("/registry/", 7, keys_only=True, split_at=scan_boundaries({}))
+        assert [entry.key async for page in split for entry in page] == expected
+        resumed = reader.scan("/registry/", keys_only=True, start_after=expected[10])
+        assert [entry.key async for page in resumed for entry in page] == expected[11:]
         pages = reader.scan("/registry/", page_size=10)
         seen = [entry.key for entry in await anext(pages)]
         pinned = reader.revision

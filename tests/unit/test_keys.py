@@ -15,6 +15,7 @@ from kms_storage_migrator.storage.keys import (
     canonical,
     etcd_prefix,
     parse_key,
+    scan_boundaries,
 )
 
 CUSTOM = {("cr.example.com", "widgets"): True, ("cr.example.com", "clusterwidgets"): False}
@@ -177,3 +178,17 @@ def test_custom_resource_keys_round_trip(namespace: str, name: str) -> None:
 @given(st.binary(max_size=200))
 def test_arbitrary_keys_never_raise(key: bytes) -> None:
     assert isinstance(parse_key(key, CUSTOM), StoredKey)
+
+
+def test_scan_boundaries_enclose_every_location() -> None:
+    boundaries = scan_boundaries(CUSTOM)
+    assert boundaries == sorted(set(boundaries))
+    keys = [etcd_prefix(entry.group, entry.resource, {}) + "ns/x" for entry in BUILTIN_LOCATIONS]
+    keys += ["/registry/cr.example.com/widgets/ns/w", "/registry/ranges/serviceips"]
+    for key in keys:
+        encoded = key.encode()
+        # The boundary just below the key opens its location's range; the one just above closes it.
+        below = max(boundary for boundary in boundaries if boundary <= encoded)
+        above = min(boundary for boundary in boundaries if boundary > encoded)
+        assert encoded.startswith(below), (key, below)
+        assert above == below[:-1] + b"0" or not above.startswith(below), (key, above)

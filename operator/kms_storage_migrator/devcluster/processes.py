@@ -14,6 +14,7 @@ from pathlib import Path
 from kms_storage_migrator.errors import UserError
 
 LOG_TAIL_LINES = 25
+START_MARKER = "==> kms-storage-migrator dev-cluster started"
 
 
 class PortInUse(UserError):
@@ -52,12 +53,16 @@ def wait_for_port_release(port: int, *, timeout_seconds: float) -> None:
                 time.sleep(0.2)
                 continue
             return
+    raise PortInUse(f"port 127.0.0.1:{port} is still in use {timeout_seconds:.0f}s after its owner stopped")
 
 
 def start(command: Sequence[str], log_path: Path, *, environment: dict[str, str] | None = None) -> int:
     """Start ``command`` detached from this process (it outlives the CLI); return its PID."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        # A marker per start, so an error report shows this run's lines, not an earlier one's.
+        log.write(f"{START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(command)}\n".encode())
+        log.flush()
         process = subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
@@ -80,10 +85,11 @@ def is_running(pid: int | None, expected_program: str | None = None) -> bool:
     except PermissionError:
         return True
     _reap(pid)
-    status_path = Path(f"/proc/{pid}/stat")
     try:
-        # A zombie (state Z) has exited; our own children stay zombies until reaped.
-        if status_path.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        # Alive while any thread is: a Go program's main thread can be a zombie (Z) while its
+        # other threads still shut down and hold its ports. Our own children stay zombies
+        # until reaped, so a zombie leader alone does not mean alive.
+        if not any(_thread_state(task) not in ("Z", "X") for task in Path(f"/proc/{pid}/task").iterdir()):
             return False
         if expected_program:
             command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
@@ -91,6 +97,13 @@ def is_running(pid: int | None, expected_program: str | None = None) -> bool:
     except (OSError, IndexError):
         return False
     return True
+
+
+def _thread_state(task: Path) -> str:
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
 
 
 def stop(pid: int | None, expected_program: str, *, grace_seconds: float = 20.0) -> None:
@@ -125,11 +138,13 @@ def _reap(pid: int) -> None:
 
 
 def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines the latest start of a component wrote to its log."""
     try:
         text = log_path.read_text(errors="replace")
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    latest_run = text.rsplit(START_MARKER, 1)[-1].splitlines()[1:]
+    return "\n".join(latest_run[-lines:]) or "(the process wrote nothing)"
 
 
 def wait_until(

@@ -72,7 +72,11 @@ def register(subparsers: Any) -> None:
         help="scan only this resource, e.g. secrets, deployments.apps (repeatable)",
     )
     parser.add_argument(
-        "--page-size", type=int, default=DEFAULT_PAGE_SIZE, metavar="N", help="keys per etcd read"
+        "--page-size",
+        type=int,
+        default=DEFAULT_PAGE_SIZE,
+        metavar="N",
+        help="most keys per etcd range request (pages also stay near 1 MiB)",
     )
     parser.set_defaults(handler=run_scan)
 

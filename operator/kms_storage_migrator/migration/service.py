@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi, TransportError
-from kms_storage_migrator.metrics import OperatorMetrics
+from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
 from kms_storage_migrator.migration.progress import (
     TERMINAL_PHASES,

@@ -8,12 +8,6 @@ after the last key it yielded, pinned to a newer revision. Nothing here ever wri
 
 from __future__ import annotations
 
-import os
-
-# gRPC's C core logs failed TLS handshakes to stderr itself (read once, when grpc is first
-# imported); our one-line error already says it.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
 import argparse
 import asyncio
 import ipaddress
@@ -36,7 +30,7 @@ from kms_storage_migrator.errors import UserError
 __all__ = ["DEFAULT_PAGE_SIZE", "PAGE_BYTES", "EtcdConfig", "EtcdReader", "RawEntry"]
 
 DEFAULT_PAGE_SIZE = 5000  # the most keys one range request asks for
-PAGE_BYTES = 2 * 1024 * 1024  # pages are sized to about this much (gRPC's default message limit is 4 MiB)
+PAGE_BYTES = 1024 * 1024  # target page size; well under gRPC's 4 MiB message limit
 _FIRST_PAGE_SIZE = 500  # before the value sizes are known
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _RETRY_ATTEMPTS = 4
@@ -321,6 +315,7 @@ class EtcdReader:
         keys_only: bool = False,
         require_keys: bool = False,
         split_at: Iterable[bytes] = (),
+        start_after: bytes | None = None,
     ) -> AsyncIterator[list[RawEntry]]:
         """Yield every key under ``prefix`` in key order, one page at a time.
 
@@ -332,11 +327,14 @@ class EtcdReader:
         so far); while the caller works on one page the next is already being read, so memory
         holds two pages at most. ``split_at`` keys cut the range into sub-ranges read one after
         the other: etcd counts every key left in a range on each request, so paging through
-        many small ranges is far cheaper than through one big one. ``require_keys`` turns an
-        empty prefix into a UserError.
+        many small ranges is far cheaper than through one big one. ``start_after`` resumes a
+        scan after a key already processed. ``require_keys`` turns an empty prefix into a UserError.
         """
         start = prefix.encode() if isinstance(prefix, str) else prefix
         end = prefix_range_end(start)
+        shown = start.decode(errors="replace")
+        if start_after is not None:
+            start = max(start, start_after + b"\x00")
         bounds = sorted({key for key in split_at if start < key < end})
         pinned = _Pin()
         limit = min(max(page_size, _MIN_PAGE_SIZE), _FIRST_PAGE_SIZE)
@@ -350,7 +348,7 @@ class EtcdReader:
                 yield page
         if require_keys and not seen_keys:
             raise UserError(
-                f"etcd at {self._config.display} has no keys under {start.decode(errors='replace')!r}; "
+                f"etcd at {self._config.display} has no keys under {shown!r}; "
                 "is this the etcd of a kube-apiserver, and is the prefix right?"
             )
 

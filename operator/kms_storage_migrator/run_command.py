@@ -10,7 +10,7 @@ from typing import Any
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import KubeApi, load_credentials
-from kms_storage_migrator.metrics import OperatorMetrics
+from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
 from kms_storage_migrator.migration.service import OperatorContext
 from kms_storage_migrator.storage.etcd import EtcdConfig
