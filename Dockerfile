@@ -37,7 +37,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 USER ${UID}:${GID}
-# Metrics and health endpoints (the chart's metrics.port).
-EXPOSE 8080
+# Prometheus metrics and kopf's health endpoint (the chart's metrics.port and health.port).
+EXPOSE 9090 8080
 ENTRYPOINT ["kms-storage-migrator"]
 CMD ["run"]

@@ -79,21 +79,6 @@ def etcdctl_command(cluster: DevCluster) -> list[str]:
     ]
 
 
-def scan_command(cluster: DevCluster) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kms_storage_migrator",
-        "scan",
-        "--etcd-config",
-        str(cluster.etcd_config),
-        "--expect-key-id",
-        cluster.current_key_id(),
-        "-o",
-        "json",
-    ]
-
-
 # The same scan without the CLI's other subcommands (their imports cost ~0.6 s and ~40 MB).
 ENGINE_ONLY = """
 import argparse, sys
@@ -106,7 +91,7 @@ sys.exit(args.handler(args))
 
 
 def engine_command(cluster: DevCluster) -> list[str]:
-    return [sys.executable, "-c", ENGINE_ONLY, *scan_command(cluster)[3:]]
+    return [sys.executable, "-c", ENGINE_ONLY, *cluster.scan_command()[3:]]
 
 
 def batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -150,7 +135,7 @@ def seed_in_parallel(cluster: DevCluster, items: Iterator[dict[str, Any]], count
 def measure(cluster: DevCluster, repeats: int) -> dict[str, Any]:
     keys = key_count(cluster)
     etcdctl = [run_measured(etcdctl_command(cluster)) for _ in range(repeats)]
-    scan = [run_measured(scan_command(cluster)) for _ in range(repeats)]
+    scan = [run_measured(cluster.scan_command()) for _ in range(repeats)]
     engine = [run_measured(engine_command(cluster)) for _ in range(repeats)]
     etcdctl_seconds = statistics.median(m.seconds for m in etcdctl)
     result: dict[str, Any] = {

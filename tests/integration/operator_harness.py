@@ -161,19 +161,4 @@ def resource_versions(found: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def scan(cluster: DevCluster, *resources: str) -> dict[str, Any]:
     """The inventory of etcd against the cluster's current key id (independent of the operator)."""
-    command = [
-        sys.executable,
-        "-m",
-        "kms_storage_migrator",
-        "scan",
-        "--etcd-config",
-        str(cluster.etcd_config),
-        "--expect-key-id",
-        cluster.current_key_id(),
-        "-o",
-        "json",
-    ]
-    for resource in resources:
-        command += ["--resource", resource]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
-    return json.loads(completed.stdout)
+    return cluster.scan_report(*resources)

@@ -304,6 +304,29 @@ class DevCluster:
         )
         return completed.stdout
 
+    def scan_command(self, *resources: str) -> list[str]:
+        """`kms-storage-migrator scan -o json` against this cluster's current key id."""
+        command = [
+            sys.executable,
+            "-m",
+            "kms_storage_migrator",
+            "scan",
+            "--etcd-config",
+            str(self.etcd_config),
+        ]
+        command += ["--expect-key-id", self.current_key_id(), "-o", "json"]
+        for resource in resources:
+            command += ["--resource", resource]
+        return command
+
+    def scan_report(self, *resources: str) -> dict[str, Any]:
+        """The etcd inventory as `scan -o json` prints it: a separate process, independent of callers."""
+        completed = subprocess.run(
+            self.scan_command(*resources), capture_output=True, text=True, check=True, timeout=300
+        )
+        report: dict[str, Any] = json.loads(completed.stdout)
+        return report
+
     def etcd_value(self, key: str) -> bytes | None:
         """The raw stored bytes of one etcd key (None when absent)."""
         output = self.etcdctl("get", key, "--print-value-only")
