@@ -134,9 +134,14 @@ def seed_in_parallel(cluster: DevCluster, items: Iterator[dict[str, Any]], count
 
 def measure(cluster: DevCluster, repeats: int) -> dict[str, Any]:
     keys = key_count(cluster)
-    etcdctl = [run_measured(etcdctl_command(cluster)) for _ in range(repeats)]
-    scan = [run_measured(cluster.scan_command()) for _ in range(repeats)]
-    engine = [run_measured(engine_command(cluster)) for _ in range(repeats)]
+    commands = {"etcdctl": etcdctl_command(cluster), "scan": cluster.scan_command()}
+    commands["engine"] = engine_command(cluster)
+    runs: dict[str, list[Measurement]] = {name: [] for name in commands}
+    # Interleaved, so that a change in the machine's load (it is shared) hits every reader alike.
+    for _ in range(repeats):
+        for name, command in commands.items():
+            runs[name].append(run_measured(command))
+    etcdctl, scan, engine = runs["etcdctl"], runs["scan"], runs["engine"]
     etcdctl_seconds = statistics.median(m.seconds for m in etcdctl)
     result: dict[str, Any] = {
         "keys": keys,
@@ -167,7 +172,17 @@ def main() -> int:
     parser.add_argument(
         "--keep", action="store_true", help="leave the seeded cluster running (for profiling)"
     )
+    parser.add_argument(
+        "--measure-only",
+        type=Path,
+        metavar="DIR",
+        help="only measure the running cluster in DIR (one left by --keep), without seeding",
+    )
     args = parser.parse_args()
+    if args.measure_only is not None:
+        result = measure(DevCluster(args.measure_only), args.repeats)
+        print(json.dumps({"cpu_count": os.cpu_count(), "load": os.getloadavg(), **result}), flush=True)
+        return 0
     checkpoints = sorted(int(part) for part in args.checkpoints.split(","))
 
     directory = args.directory or Path(tempfile.mkdtemp(prefix="ksm-bench-"))

@@ -15,7 +15,9 @@ from kms_storage_migrator.errors import UserError
 def test_a_started_process_runs_until_stopped(tmp_path: Path) -> None:
     pid = processes.start([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "sleeper.log")
     assert processes.is_running(pid, "time.sleep")
-    assert not processes.is_running(pid, "kube-apiserver")  # a PID running another program
+    assert not processes.is_running(pid, "time.sleep", "kube-apiserver")  # another program
+    processes.stop(pid, "kube-apiserver", grace_seconds=5)  # not ours to stop: left alone
+    assert processes.is_running(pid)
     processes.stop(pid, "time.sleep", grace_seconds=5)
     assert not processes.is_running(pid)
 
@@ -26,7 +28,7 @@ def test_failure_report_shows_only_the_latest_run(tmp_path: Path) -> None:
         pid = processes.start([sys.executable, "-c", f"print('{word} run'); raise SystemExit(3)"], log)
         with pytest.raises(UserError) as caught:
             processes.wait_until(
-                lambda: False, what="component", pid=pid, program="run", log_path=log, timeout_seconds=10
+                lambda: False, what="component", pid=pid, program=("run",), log_path=log, timeout_seconds=10
             )
     assert "second run" in str(caught.value)
     assert "first run" not in str(caught.value)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kms_storage_migrator.storage import formats
 from kms_storage_migrator.storage.formats import (
     DEK_SOURCE_AES_GCM_KEY,
     DEK_SOURCE_HKDF_SEED,
@@ -278,3 +279,35 @@ def test_bounded_random_fuzz_run() -> None:
                 mutated[rng.randrange(len(mutated))] = rng.randrange(256)
             value = bytes(mutated[: rng.randrange(1, len(mutated) + 1)])
         assert isinstance(classify(value), StoredFormat)
+
+
+# The cache of KMS v2 formats keyed by the bytes after encryptedData must give exactly the walk's
+# answer: valid or not, whatever follows, asked once (filling the cache) or again (hitting it).
+@given(
+    provider=st.sampled_from([b"local-kms", b"other", b"", b"\xff\xfe"]),
+    data=st.binary(min_size=0, max_size=300),
+    tail=st.one_of(
+        st.binary(max_size=64),
+        st.builds(
+            lambda key_id, source, kind: length_field(2, key_id) + length_field(3, source) + kind,
+            st.sampled_from([b"key-1", b"key-2", b"", b"\xff"]),
+            st.sampled_from([b"\x02" * 48, b""]),
+            st.sampled_from([b"", varint_field(5, 1), varint_field(5, 7), b"\x28"]),
+        ),
+    ),
+)
+@settings(max_examples=300)
+def test_cached_kms_v2_formats_equal_the_walk(provider: bytes, data: bytes, tail: bytes) -> None:
+    value = b"k8s:enc:kms:v2:" + provider + b":" + length_field(1, data) + tail
+    start = len(b"k8s:enc:kms:v2:")
+    walked = formats._walk_kms_v2(value, start)
+    assert classify(value) == walked
+    assert classify(value) == walked
+    other_data = b"\x07" * (len(data) + 130)  # another object (and a longer length varint)
+    other = b"k8s:enc:kms:v2:" + provider + b":" + length_field(1, other_data) + tail
+    assert classify(other) == formats._walk_kms_v2(other, start)
+
+
+def test_kms_v2_formats_are_shared_between_objects_of_one_dek_seed() -> None:
+    first, second = kms_v2(data=b"\x01" * 200), kms_v2(data=b"\x09" * 20)
+    assert classify(first) is classify(second)

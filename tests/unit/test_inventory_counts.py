@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory, ResourceCounts
 from kms_storage_migrator.inventory.expectation import WriteExpectation
+from kms_storage_migrator.inventory.scan import classify_page, tally_page
+from kms_storage_migrator.storage.etcd import RawEntry
 from kms_storage_migrator.storage.formats import (
     DEK_SOURCE_AES_GCM_KEY,
     DEK_SOURCE_HKDF_SEED,
@@ -134,3 +136,76 @@ def test_summary_is_the_sum_of_the_rows(objects: list[tuple[StoredFormat, Stored
         assert counts.total == counts.plaintext + sum(counts.kmsv2.values()) + counts.other + counts.unknown
     assert summary.stale == inventory.stale == sum(r.stale for r in rows)
     assert summary.not_rewritable == sum(1 for _, key in objects if not key.rewritable)
+
+
+# A scan tallies each page in bulk (runs of neighbouring keys share one parse_key); that must count
+# exactly what recording every object one by one counts, whatever the keys look like.
+page_keys = st.one_of(
+    st.sampled_from(
+        [
+            b"/registry/secrets/ns/a",
+            b"/registry/secrets/ns/b",
+            b"/registry/secrets/ns2/a",
+            b"/registry/secrets/ns/",
+            b"/registry/secrets/a",
+            b"/registry/secrets//a",
+            b"/registry/secrets//b",
+            b"/registry//secrets/ns/a",
+            b"/registry//secrets/ns/b",
+            b"/registry/secrets/ns/deeper/a",
+            b"/registry/secrets/ns/n\xc3\xa9",
+            b"/registry/secrets/ns/\xff",
+            b"/registry/services/specs/ns/a",
+            b"/registry/services/specs/a",
+            b"/registry/ranges/serviceips",
+            b"/registry/ranges/a/b",
+            b"/registry/namespaces/ns",
+            b"/registry/example.com/widgets/ns/a",
+            b"/registry/example.com/widgets/ns/b",
+            b"/registry/example.com/widgets/a",
+            b"/registry/example.com/gadgets/a",
+            b"/registry/example.com/gadgets/ns/a",
+            b"/registry/other.example.com/gadgets/a",
+            b"/registry/nothing-here/a",
+            b"/registry/a",
+            b"/registryx/secrets/ns/a",
+            b"/other/secrets/ns/a",
+            b"",
+        ]
+    ),
+    st.binary(max_size=24).map(lambda tail: b"/registry/secrets/" + tail),
+)
+page_values = st.sampled_from(
+    [
+        b"k8s\x00plaintext",
+        b"{}",
+        b"k8s:enc:kms:v2:local-kms:\n\x01x\x12\x01a\x1a\x01d(\x01",
+        b"k8s:enc:kms:v2:local-kms:\n\x02xy\x12\x01a\x1a\x01d(\x01",
+        b"k8s:enc:kms:v2:local-kms:\n\x01x\x12\x01b\x1a\x01d(\x01",
+        b"k8s:enc:aescbc:v1:key1:ciphertext",
+        b"garbage",
+        b"",
+    ]
+)
+
+
+@given(st.lists(st.tuples(page_keys, page_values), max_size=40), st.sampled_from(["/registry", ""]))
+@example([(b"/registry/secrets//a", b"{}"), (b"/registry/secrets//b", b"{}")], "/registry")
+@example([(b"/registry//secrets/ns/a", b"{}"), (b"/registry//secrets/ns/b", b"{}")], "/registry")
+@example([(b"/registry/secrets/ns/a", b"{}"), (b"/registry/secrets/ns/\xff", b"{}")], "/registry")
+@example([(b"/registry/secrets/ns/a", b"{}"), (b"/registry/secrets/ns/a/b", b"{}")], "/registry")
+@example([(b"/registry/a", b"{}"), (b"/registry/b", b"{}")], "/registry")
+@example([(b"/registry/secrets/", b"{}"), (b"/registry/secrets/a", b"{}")], "/registry")
+def test_a_page_tallied_in_bulk_counts_like_each_object_recorded(
+    page: list[tuple[bytes, bytes]], root: str
+) -> None:
+    page.sort()  # etcd returns keys in order
+    index = {("example.com", "widgets"): True, ("example.com", "gadgets"): None}
+    one_by_one = Inventory(WriteExpectation.for_key_id("a"))
+    raw = [RawEntry(key, value, 1) for key, value in page]
+    for classified in classify_page(raw, index, root=root):
+        one_by_one.record(classified)
+    in_bulk = Inventory(WriteExpectation.for_key_id("a"))
+    tally_page(page, index, in_bulk, root=root)
+    assert in_bulk.resources == one_by_one.resources
+    assert list(in_bulk.resources) == list(one_by_one.resources)  # first seen, first listed

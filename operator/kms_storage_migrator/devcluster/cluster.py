@@ -133,7 +133,7 @@ class DevCluster:
         if not self.state_path.exists():
             return False
         state = self.load_state()
-        return processes.is_running(state.pids.get("kube-apiserver"), "kube-apiserver")
+        return processes.is_running(state.pids.get("kube-apiserver"), *self._identity("kube-apiserver"))
 
     # Lifecycle.
     def up(
@@ -204,7 +204,7 @@ class DevCluster:
         state = self.load_state()
         # Reverse start order: clients of a component stop before it does.
         for component in ("kube-controller-manager", "kube-apiserver", "kms-plugin", "etcd"):
-            processes.stop(state.pids.get(component), COMPONENT_PROGRAMS[component])
+            processes.stop(state.pids.get(component), *self._identity(component))
             state.pids.pop(component, None)
         self._save_state(state)
         with contextlib.suppress(FileNotFoundError):
@@ -213,7 +213,7 @@ class DevCluster:
     def restart_apiserver(self) -> None:
         """Restart kube-apiserver so a changed encryption config or KEK applies at once."""
         state = self.load_state()
-        processes.stop(state.pids.get("kube-apiserver"), "kube-apiserver")
+        processes.stop(state.pids.get("kube-apiserver"), *self._identity("kube-apiserver"))
         # The port must stay the same (kubeconfigs name it), and the old process can hold it
         # for a moment after it is gone from the process table.
         for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -252,13 +252,13 @@ class DevCluster:
             "kube-apiserver": state.apiserver_port,
             "kube-controller-manager": state.controller_manager_port,
         }
-        for component, program in COMPONENT_PROGRAMS.items():
+        for component in COMPONENT_PROGRAMS:
             pid = state.pids.get(component)
             if pid is None:
                 continue
             components[component] = {
                 "pid": pid,
-                "running": processes.is_running(pid, program),
+                "running": processes.is_running(pid, *self._identity(component)),
                 "port": ports.get(component),
                 "log": str(self.log_path(component)),
             }
@@ -334,6 +334,11 @@ class DevCluster:
         return output[:-1] if output else None
 
     # Components.
+    def _identity(self, component: str) -> tuple[str, str]:
+        """What only this cluster's ``component`` has in its command line: the program and our
+        directory (every component is given paths inside it)."""
+        return COMPONENT_PROGRAMS[component], f"{self.directory}/"
+
     def _kms_socket_path(self) -> str:
         preferred = self.directory / "kms" / "kms.sock"
         if len(str(preferred)) <= MAX_SOCKET_PATH:
@@ -368,7 +373,7 @@ class DevCluster:
             lambda: self._etcd_healthy(client_url),
             what=f"etcd on {client_url}",
             pid=state.pids["etcd"],
-            program="etcd",
+            program=self._identity("etcd"),
             log_path=self.log_path("etcd"),
             timeout_seconds=ETCD_READY_TIMEOUT,
         )
@@ -392,7 +397,7 @@ class DevCluster:
             lambda: Path(state.kms_socket).exists(),
             what=f"the KMS v2 plugin on unix://{state.kms_socket}",
             pid=state.pids["kms-plugin"],
-            program="kms-plugin",
+            program=self._identity("kms-plugin"),
             log_path=self.log_path("kms-plugin"),
             timeout_seconds=KMS_READY_TIMEOUT,
         )
@@ -433,7 +438,7 @@ class DevCluster:
             self._apiserver_ready,
             what=f"kube-apiserver on https://127.0.0.1:{state.apiserver_port}",
             pid=state.pids["kube-apiserver"],
-            program="kube-apiserver",
+            program=self._identity("kube-apiserver"),
             log_path=log_path,
             timeout_seconds=APISERVER_READY_TIMEOUT,
         )

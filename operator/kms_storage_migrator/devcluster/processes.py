@@ -74,8 +74,12 @@ def start(command: Sequence[str], log_path: Path, *, environment: dict[str, str]
     return process.pid
 
 
-def is_running(pid: int | None, expected_program: str | None = None) -> bool:
-    """Whether ``pid`` is alive (and, when given, still runs ``expected_program``, not a reused PID)."""
+def is_running(pid: int | None, *expected: str) -> bool:
+    """Whether ``pid`` is alive and its command line holds every ``expected`` string.
+
+    PIDs are reused (pid_max is often 32768), so a recorded PID is only ours while its command
+    line still says so; callers pass strings no other process has, such as their own directory.
+    """
     if not pid:
         return False
     try:
@@ -91,9 +95,9 @@ def is_running(pid: int | None, expected_program: str | None = None) -> bool:
         # until reaped, so a zombie leader alone does not mean alive.
         if not any(_thread_state(task) not in ("Z", "X") for task in Path(f"/proc/{pid}/task").iterdir()):
             return False
-        if expected_program:
+        if expected:
             command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            return expected_program.encode() in command_line
+            return all(part.encode() in command_line for part in expected)
     except (OSError, IndexError):
         return False
     return True
@@ -106,9 +110,14 @@ def _thread_state(task: Path) -> str:
         return "X"
 
 
-def stop(pid: int | None, expected_program: str, *, grace_seconds: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace_seconds``; returns once the process is gone."""
-    if not is_running(pid, expected_program):
+def stop(pid: int | None, *expected: str, grace_seconds: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_seconds``; returns once the process is gone.
+
+    Does nothing unless ``pid`` still runs a command line holding every ``expected`` string.
+    """
+    if not expected:
+        raise ValueError("stop() needs strings that identify the process, or it could kill a reused PID")
+    if not is_running(pid, *expected):
         return
     assert pid is not None
     _signal_group(pid, signal.SIGTERM)
@@ -152,7 +161,7 @@ def wait_until(
     *,
     what: str,
     pid: int,
-    program: str,
+    program: Sequence[str],
     log_path: Path,
     timeout_seconds: float,
 ) -> None:
@@ -161,7 +170,7 @@ def wait_until(
     while time.monotonic() < deadline:
         if ready():
             return
-        if not is_running(pid, program):
+        if not is_running(pid, *program):
             tail = log_tail(log_path)
             error = PortInUse if "address already in use" in tail else UserError
             raise error(f"{what} exited before it was ready; last lines of {log_path}:\n{tail}")

@@ -1,4 +1,5 @@
-"""Per-resource counts of stored formats: the inventory's data, built one object at a time. Pure."""
+"""Per-resource counts of stored formats: the inventory's data, built one object (or one run of
+alike objects) at a time. Pure."""
 
 from __future__ import annotations
 
@@ -42,20 +43,21 @@ class ResourceCounts:
     not_rewritable: int = 0
     stale: int = 0  # rewritable objects not in the expected format (0 when nothing is expected)
 
-    def add(self, stored: StoredFormat, *, rewritable: bool, stale: bool) -> None:
-        self.total += 1
+    def add(self, stored: StoredFormat, *, rewritable: bool, stale: bool, count: int = 1) -> None:
+        """Count ``count`` objects stored as ``stored``."""
+        self.total += count
         if stored.is_plaintext:
-            self.plaintext += 1
+            self.plaintext += count
         elif stored.kind is FormatKind.KMS_V2 and stored.key_id is not None:
-            self.kmsv2[stored.key_id] = self.kmsv2.get(stored.key_id, 0) + 1
+            self.kmsv2[stored.key_id] = self.kmsv2.get(stored.key_id, 0) + count
         elif stored.kind is FormatKind.UNKNOWN:
-            self.unknown += 1
+            self.unknown += count
         else:
-            self.other += 1
+            self.other += count
         if not rewritable:
-            self.not_rewritable += 1
+            self.not_rewritable += count
         if stale:
-            self.stale += 1
+            self.stale += count
 
     def absorb(self, other: ResourceCounts) -> None:
         self.total += other.total
@@ -78,17 +80,21 @@ class Inventory:
     _current: dict[StoredFormat, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def record(self, obj: ClassifiedObject) -> None:
-        key = obj.stored_key
+        self.record_many(obj.stored_key, obj.format, 1)
+
+    def record_many(self, key: StoredKey, stored: StoredFormat, count: int) -> None:
+        """Count ``count`` objects of ``key``'s resource, all as rewritable as ``key`` and stored
+        as ``stored`` (a scan tallies neighbouring keys in bulk; see inventory.scan)."""
         counts = self.resources.get(key.group_resource)
         if counts is None:
             counts = self.resources[key.group_resource] = ResourceCounts(key.group, key.resource)
         stale = False
         if self.expectation is not None and key.rewritable:
-            current = self._current.get(obj.format)
+            current = self._current.get(stored)
             if current is None:
-                current = self._current[obj.format] = self.expectation.is_current(obj.format)
+                current = self._current[stored] = self.expectation.is_current(stored)
             stale = not current
-        counts.add(obj.format, rewritable=key.rewritable, stale=stale)
+        counts.add(stored, rewritable=key.rewritable, stale=stale, count=count)
 
     def rows(self) -> list[ResourceCounts]:
         """Resources in a stable order: by group, then resource."""

@@ -13,11 +13,12 @@ import asyncio
 import ipaddress
 import json
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
 import grpc
@@ -27,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from kms_storage_migrator.errors import UserError
 
-__all__ = ["DEFAULT_PAGE_SIZE", "PAGE_BYTES", "EtcdConfig", "EtcdReader", "RawEntry"]
+__all__ = ["DEFAULT_PAGE_SIZE", "PAGE_BYTES", "EtcdConfig", "EtcdReader", "KeyValue", "RawEntry"]
 
 DEFAULT_PAGE_SIZE = 5000  # the most keys one range request asks for
 PAGE_BYTES = 1024 * 1024  # target page size; well under gRPC's 4 MiB message limit
@@ -35,12 +36,17 @@ _FIRST_PAGE_SIZE = 500  # before the value sizes are known
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _RETRY_ATTEMPTS = 4
 _MIN_PAGE_SIZE = 1
+_RANGES_AHEAD = 2  # ranges whose first page is read while an earlier range is still being read
 
 
 class RawEntry(NamedTuple):  # a tuple: built once per key, so it must be cheap
     key: bytes
     value: bytes
     mod_revision: int  # the object's resourceVersion
+
+
+KeyValue = tuple[bytes, bytes]  # what scan_values yields per key: the cheapest page there is
+_Page = TypeVar("_Page", list[RawEntry], list[KeyValue])
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,16 +228,44 @@ def _cause(error: BaseException) -> str:
 
 
 @dataclass(slots=True)
-class _Pin:
-    """The revision one scan reads at (0 until the first page, and again after a compaction)."""
+class _ScanState:
+    """What the ranges of one scan share."""
 
-    revision: int = 0
+    limit: int  # keys per request, sized from the pages seen so far
+    revision: int = 0  # the revision read at: 0 until the first page, and again after a compaction
 
 
-def _next_limit(page: list[RawEntry], page_size: int) -> int:
+@dataclass(slots=True)
+class _RangeCursor:
+    """One sub-range of a scan: where it reads next, and its request in flight."""
+
+    low: bytes
+    high: bytes
+    pending: asyncio.Task[Any] | None = None
+
+    def discard(self) -> None:
+        """Drop the request in flight (its answer, or its error, is not wanted)."""
+        if self.pending is not None:
+            if self.pending.done() and not self.pending.cancelled():
+                self.pending.exception()  # retrieved, so asyncio does not log it as lost
+            self.pending.cancel()
+            self.pending = None
+
+
+def _next_limit(page: Sequence[tuple[bytes, bytes] | RawEntry], page_size: int) -> int:
     """Keys to ask for next so that a page stays near PAGE_BYTES."""
-    average = sum(len(entry.key) + len(entry.value) for entry in page) // len(page) + 1
+    average = sum(len(entry[0]) + len(entry[1]) for entry in page) // len(page) + 1
     return max(_MIN_PAGE_SIZE, min(page_size, PAGE_BYTES // average))
+
+
+# What a page is made of, from etcd's KeyValue messages. Reading a field of a protobuf message
+# copies it into a new Python object, so each reader asks only for what its callers use.
+def _raw_entries(kvs: Any) -> list[RawEntry]:
+    return [RawEntry(kv.key, kv.value, kv.mod_revision) for kv in kvs]
+
+
+def _key_values(kvs: Any) -> list[KeyValue]:
+    return [(kv.key, kv.value) for kv in kvs]
 
 
 class EtcdReader:
@@ -307,7 +341,7 @@ class EtcdReader:
         response = await self._range(start, prefix_range_end(start), count_only=True)
         return int(response.count)
 
-    async def scan(
+    def scan(
         self,
         prefix: bytes | str,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -330,69 +364,121 @@ class EtcdReader:
         many small ranges is far cheaper than through one big one. ``start_after`` resumes a
         scan after a key already processed. ``require_keys`` turns an empty prefix into a UserError.
         """
+        return self._scan(
+            _raw_entries,
+            prefix,
+            page_size,
+            keys_only=keys_only,
+            require_keys=require_keys,
+            split_at=split_at,
+            start_after=start_after,
+        )
+
+    def scan_values(
+        self,
+        prefix: bytes | str,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        *,
+        require_keys: bool = False,
+        split_at: Iterable[bytes] = (),
+    ) -> AsyncIterator[list[KeyValue]]:
+        """:meth:`scan` with each key as a ``(key, value)`` pair and no revision: for callers that
+        only classify values (the inventory), which then pay for two fields per key, not three."""
+        return self._scan(
+            _key_values,
+            prefix,
+            page_size,
+            keys_only=False,
+            require_keys=require_keys,
+            split_at=split_at,
+            start_after=None,
+        )
+
+    async def _scan(
+        self,
+        convert: Callable[[Any], _Page],
+        prefix: bytes | str,
+        page_size: int,
+        *,
+        keys_only: bool,
+        require_keys: bool,
+        split_at: Iterable[bytes],
+        start_after: bytes | None,
+    ) -> AsyncIterator[_Page]:
         start = prefix.encode() if isinstance(prefix, str) else prefix
         end = prefix_range_end(start)
         shown = start.decode(errors="replace")
         if start_after is not None:
             start = max(start, start_after + b"\x00")
-        bounds = sorted({key for key in split_at if start < key < end})
-        pinned = _Pin()
-        limit = min(max(page_size, _MIN_PAGE_SIZE), _FIRST_PAGE_SIZE)
+        bounds: list[bytes] = sorted({key for key in split_at if start < key < end})
+        ranges = iter(zip([start, *bounds], [*bounds, end], strict=True))
+        state = _ScanState(limit=min(max(page_size, _MIN_PAGE_SIZE), _FIRST_PAGE_SIZE))
+        # The range being read first, then the ranges read ahead: a request for a page must
+        # wait for the page before it, so reading the next ranges' first pages meanwhile keeps
+        # etcd busy (and hides the round trips to ranges that turn out empty).
+        cursors: deque[_RangeCursor] = deque()
         seen_keys = False
-        for low, high in zip([start, *bounds], [*bounds, end], strict=True):
-            async for page in self._scan_range(
-                pinned, low, high, limit, page_size=page_size, keys_only=keys_only
-            ):
-                seen_keys = True
-                limit = _next_limit(page, page_size)
-                yield page
+        try:
+            while self._read_ahead(cursors, ranges, state, keys_only):
+                cursor = cursors[0]
+                try:
+                    response = await cast("asyncio.Task[Any]", cursor.pending)
+                except grpc.aio.AioRpcError as error:
+                    cursor.pending = None
+                    if _is_compacted(error):
+                        self.compaction_restarts += 1
+                        state.revision = 0  # read on from cursor.low at the newest revision
+                        for ahead in cursors:
+                            ahead.discard()  # read at the compacted revision; nothing yielded yet
+                        continue
+                    if _is_too_large(error) and state.limit > _MIN_PAGE_SIZE:
+                        state.limit = max(state.limit // 2, _MIN_PAGE_SIZE)  # over gRPC's message limit
+                        continue
+                    raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+                cursor.pending = None
+                if state.revision == 0:
+                    state.revision = int(response.header.revision)
+                self.revision = state.revision
+                page = convert(response.kvs)
+                if page:
+                    seen_keys = True
+                    state.limit = _next_limit(page, page_size)
+                if response.more and page:
+                    cursor.low = page[-1][0] + b"\x00"  # the smallest key after the last one seen
+                else:
+                    cursors.popleft()  # this range is done
+                if page:
+                    # Overlap etcd's work on the next pages with the caller's work on this one.
+                    self._read_ahead(cursors, ranges, state, keys_only)
+                    yield page
+        finally:
+            for cursor in cursors:
+                cursor.discard()
         if require_keys and not seen_keys:
             raise UserError(
                 f"etcd at {self._config.display} has no keys under {shown!r}; "
                 "is this the etcd of a kube-apiserver, and is the prefix right?"
             )
 
-    async def _scan_range(
-        self, pinned: _Pin, start: bytes, end: bytes, limit: int, *, page_size: int, keys_only: bool
-    ) -> AsyncIterator[list[RawEntry]]:
-        pending: asyncio.Task[Any] | None = None
-        try:
-            while True:
-                if pending is None:
-                    pending = self._fetch(start, end, pinned.revision, limit, keys_only)
-                try:
-                    response = await pending
-                except grpc.aio.AioRpcError as error:
-                    if _is_compacted(error):
-                        self.compaction_restarts += 1
-                        pinned.revision = 0
-                        continue
-                    if _is_too_large(error) and limit > _MIN_PAGE_SIZE:
-                        limit = max(limit // 2, _MIN_PAGE_SIZE)  # the page exceeded gRPC's message limit
-                        continue
-                    raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
-                finally:
-                    pending = None
-                if pinned.revision == 0:
-                    pinned.revision = int(response.header.revision)
-                self.revision = pinned.revision
-                page = [RawEntry(kv.key, kv.value, kv.mod_revision) for kv in response.kvs]
-                if not response.more or not page:
-                    if page:
-                        yield page
-                    return
-                start = page[-1].key + b"\x00"  # the smallest key after the last one seen
-                limit = _next_limit(page, page_size)
-                # Overlap etcd's work on the next page with the caller's work on this one.
-                pending = self._fetch(start, end, pinned.revision, limit, keys_only)
-                yield page
-        finally:
-            if pending is not None:
-                pending.cancel()
+    def _read_ahead(
+        self,
+        cursors: deque[_RangeCursor],
+        ranges: Iterator[tuple[bytes, bytes]],
+        state: _ScanState,
+        keys_only: bool,
+    ) -> bool:
+        """Line up the ranges to read next and give each a request in flight; False when done."""
+        while len(cursors) <= _RANGES_AHEAD and (bounds := next(ranges, None)) is not None:
+            cursors.append(_RangeCursor(*bounds))
+        # Until the first answer pins the revision, only the first range may read.
+        for cursor in cursors if state.revision else list(cursors)[:1]:
+            if cursor.pending is None:
+                cursor.pending = self._fetch(cursor, state, keys_only)
+        return bool(cursors)
 
-    def _fetch(
-        self, start: bytes, end: bytes, revision: int, limit: int, keys_only: bool
-    ) -> asyncio.Task[Any]:
+    def _fetch(self, cursor: _RangeCursor, state: _ScanState, keys_only: bool) -> asyncio.Task[Any]:
         return asyncio.ensure_future(
-            self._range(start, end, revision=revision, limit=limit, keys_only=keys_only)
+            self._range(
+                cursor.low, cursor.high, revision=state.revision, limit=state.limit, keys_only=keys_only
+            )
         )

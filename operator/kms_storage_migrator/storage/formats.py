@@ -84,7 +84,11 @@ _PLAINTEXT_JSON = StoredFormat(FormatKind.PLAINTEXT_JSON)
 _PLAINTEXT_CBOR = StoredFormat(FormatKind.PLAINTEXT_CBOR)
 # A keyspace holds a handful of distinct KMS v2 formats; reusing them spares an allocation per key.
 _KMS_V2_FORMATS: dict[tuple[str, str, int], StoredFormat] = {}
+# Many values share the bytes that decide their format (see _kms_v2_deciding_bytes). Bounded: with
+# per-write DEKs (legacy) every value differs, and the cache then simply stops growing.
+_KMS_V2_BY_DECIDING_BYTES: dict[bytes, StoredFormat] = {}
 _MAX_CACHED_FORMATS = 4096
+_TAG_ENCRYPTED_DATA = 1 << 3 | 2  # field 1, length-delimited
 
 
 def classify(value: bytes) -> StoredFormat:
@@ -152,6 +156,50 @@ def _classify_kms_v1(value: bytes, start: int) -> StoredFormat:
 
 
 def _classify_kms_v2(value: bytes, start: int) -> StoredFormat:
+    cache_key = _kms_v2_deciding_bytes(value, start)
+    if cache_key is None:
+        return _walk_kms_v2(value, start)
+    stored = _KMS_V2_BY_DECIDING_BYTES.get(cache_key)
+    if stored is None:
+        stored = _walk_kms_v2(value, start)
+        if len(_KMS_V2_BY_DECIDING_BYTES) < _MAX_CACHED_FORMATS:
+            _KMS_V2_BY_DECIDING_BYTES[cache_key] = stored
+    return stored
+
+
+def _kms_v2_deciding_bytes(value: bytes, start: int) -> bytes | None:
+    """The bytes that decide a KMS v2 value's format: the provider name and everything after
+    encryptedData, or None when the value does not open with encryptedData (then it is walked).
+
+    The apiserver writes encryptedData (field 1) first, and it is nearly all of the value; what
+    follows (keyID, the DEK source, annotations, the DEK source type) is the same for every
+    object written under one DEK seed. The walk's outcome, including every error reason, is a
+    function of the provider, of encryptedData being non-empty and of these trailing bytes, so a
+    cache keyed by them gives exactly the walk's answer for one slice and one dict lookup.
+    """
+    colon = value.find(b":", start, start + _MAX_NAME_LENGTH + 1)
+    offset = colon + 1
+    if colon < 0 or offset + 2 >= len(value) or value[offset] != _TAG_ENCRYPTED_DATA:
+        return None
+    # encryptedData's length: one or two varint bytes below 16 KiB, the general reader above.
+    length = value[offset + 1]
+    offset += 2
+    if length >= 0x80:
+        if value[offset] < 0x80:
+            length = (length & 0x7F) | value[offset] << 7
+            offset += 1
+        else:
+            varint = _read_varint(value, offset - 1)
+            if varint is None:
+                return None
+            length, offset = varint
+    if length == 0 or length > len(value) - offset:
+        return None
+    # The provider name holds no ':', so the first ':' separates it from the trailing bytes.
+    return value[start:colon] + b":" + value[offset + length :]
+
+
+def _walk_kms_v2(value: bytes, start: int) -> StoredFormat:
     parsed = _split_field(value, start, "provider name")
     if isinstance(parsed, str):
         return _unknown(f"kms-v2: {parsed}")
