@@ -28,17 +28,31 @@ kubectl wait --for=condition=Established crd/storagemigrations.kms-storage-migra
 $ksm run --kubeconfig "$dir/kubeconfig" --etcd-config "$dir/etcd.json" --metrics-port 0 \
   >"$dir/logs/operator.log" 2>&1 &
 operator=$!
-trap 'kill "$operator" 2>/dev/null || true' EXIT
+watcher=
+trap 'kill "$operator" $watcher 2>/dev/null || true' EXIT
 
 kubectl apply -f examples/storagemigration.yaml
 echo "==> kubectl get storagemigrations -w (until the migration finishes)"
 kubectl get storagemigrations -w &
 watcher=$!
-kubectl wait storagemigration/encrypt-everything --timeout=30m \
-  --for=jsonpath='{.status.phase}'=Succeeded
+phase=
+for _ in $(seq 1800); do
+  phase=$(kubectl get storagemigration encrypt-everything -o jsonpath='{.status.phase}')
+  case "$phase" in Succeeded|Failed) break ;; esac
+  if ! kill -0 "$operator" 2>/dev/null; then
+    echo "the operator exited; its log: $dir/logs/operator.log" >&2
+    exit 1
+  fi
+  sleep 1
+done
 sleep 1
 kill "$watcher" 2>/dev/null || true
 wait "$watcher" 2>/dev/null || true
+if [ "$phase" != Succeeded ]; then
+  echo "the migration ended ${phase:-without finishing}:" >&2
+  kubectl describe storagemigration encrypt-everything >&2
+  exit 1
+fi
 
 echo "==> what etcd holds after the migration"
 $ksm scan --etcd-config "$dir/etcd.json" --kubeconfig "$dir/kubeconfig" --fail-on-stale

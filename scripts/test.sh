@@ -12,7 +12,13 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> generated KMS stubs are current"
 scripts/regen-kms-stubs.sh
-git diff --exit-code -- operator/kms_storage_migrator/kms/api
+stubs=operator/kms_storage_migrator/kms/api
+if [ -n "$(git status --porcelain -- "$stubs")" ]; then
+  git status --short -- "$stubs"
+  git diff -- "$stubs"
+  echo "the committed KMS stubs differ from what scripts/regen-kms-stubs.sh generates: commit its output" >&2
+  exit 1
+fi
 
 echo "==> pytest"
 .venv/bin/pytest "$@"

@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import KubeApi, load_credentials
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
 from kms_storage_migrator.migration.service import OperatorContext
-from kms_storage_migrator.storage.etcd import EtcdConfig
+from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 
 DEFAULT_METRICS_PORT = 9090
 ETCD_FLAGS = ("etcd_config", "etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
@@ -37,30 +36,61 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
-        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_METRICS_PORT", DEFAULT_METRICS_PORT)),
-        help=f"Prometheus metrics port, 0 to disable (default {DEFAULT_METRICS_PORT})",
+        type=_port,
+        default=_env("KMS_STORAGE_MIGRATOR_METRICS_PORT", DEFAULT_METRICS_PORT),
+        help=f"Prometheus metrics port, 0 to disable (env KMS_STORAGE_MIGRATOR_METRICS_PORT; "
+        f"default {DEFAULT_METRICS_PORT})",
     )
     parser.add_argument(
         "--health-port",
-        type=int,
-        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_HEALTH_PORT", "0")),
-        help="serve kopf's liveness probe on http://0.0.0.0:PORT/healthz (default: off)",
+        type=_port,
+        default=_env("KMS_STORAGE_MIGRATOR_HEALTH_PORT", 0),
+        help="serve kopf's liveness probe on http://0.0.0.0:PORT/healthz "
+        "(env KMS_STORAGE_MIGRATOR_HEALTH_PORT; default: off)",
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
-        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_CONCURRENCY", DEFAULT_CONCURRENCY)),
-        help=f"parallel writes when a spec does not say (default {DEFAULT_CONCURRENCY})",
+        type=_at_least_one,
+        default=_env("KMS_STORAGE_MIGRATOR_CONCURRENCY", DEFAULT_CONCURRENCY),
+        help="parallel writes when a spec does not say "
+        f"(env KMS_STORAGE_MIGRATOR_CONCURRENCY; default {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
         "--qps",
-        type=int,
-        default=int(os.environ.get("KMS_STORAGE_MIGRATOR_QPS", DEFAULT_QPS)),
-        help=f"requests per second when a spec does not say (default {DEFAULT_QPS})",
+        type=_at_least_one,
+        default=_env("KMS_STORAGE_MIGRATOR_QPS", DEFAULT_QPS),
+        help=f"requests per second when a spec does not say (env KMS_STORAGE_MIGRATOR_QPS; "
+        f"default {DEFAULT_QPS})",
     )
     EtcdConfig.add_arguments(parser)
     parser.set_defaults(handler=run, etcd_config=_env_path("KMS_STORAGE_MIGRATOR_ETCD_CONFIG"))
+
+
+def _env(name: str, fallback: int) -> str:
+    # A string default goes through the argument's type check, so a bad value in the
+    # environment is reported like a bad flag instead of crashing the parser.
+    return os.environ.get(name) or str(fallback)
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def _env_path(name: str) -> Path | None:
@@ -73,12 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
     from kms_storage_migrator.handlers import OperatorMemo, registry  # noqa: PLC0415
 
-    for flag, value in (("--concurrency", args.concurrency), ("--qps", args.qps)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
     etcd_config = None
     if any(getattr(args, flag) is not None for flag in ETCD_FLAGS):
         etcd_config = EtcdConfig.from_args(args)
+        # Fail now with one line, not later inside kopf's startup handler, which retries forever.
+        asyncio.run(_check_etcd(etcd_config))
     credentials = load_credentials(args.kubeconfig)  # blocking, before the event loop exists
     metrics = OperatorMetrics() if args.metrics_port else None
     context = OperatorContext(
@@ -99,3 +128,10 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+async def _check_etcd(config: EtcdConfig) -> None:
+    """Open the read-only etcd connection once and read one key count: certificates, name
+    resolution and reachability all fail here, named, before the operator starts."""
+    async with EtcdReader(config) as reader:
+        await reader.count("/registry/namespaces/")

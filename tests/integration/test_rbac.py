@@ -54,8 +54,8 @@ RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 # ClusterRole's everywhere, plus the events Role's in "default".
 CLUSTER_RULES = {
     ("*.*", ("list", "patch")),
-    ("storagemigrations.kms-storage-migrator.io", ("get", "list", "watch", "patch", "update")),
-    ("storagemigrations.kms-storage-migrator.io/status", ("get", "list", "watch", "patch", "update")),
+    ("storagemigrations.kms-storage-migrator.io", ("list", "watch", "patch")),
+    ("storagemigrations.kms-storage-migrator.io/status", ("patch",)),
 }
 EVENTS_RULE = ("events", ("create",))
 
@@ -262,7 +262,9 @@ def test_service_account_holds_exactly_the_chart_rules(legacy_cluster: DevCluste
         assert operator.can_i("list", resource)
         assert operator.can_i("patch", resource)
     assert operator.can_i("watch", "storagemigrations.kms-storage-migrator.io")
-    assert operator.can_i("update", "storagemigrations.kms-storage-migrator.io/status")
+    assert operator.can_i("patch", "storagemigrations.kms-storage-migrator.io/status")
+    assert not operator.can_i("update", "storagemigrations.kms-storage-migrator.io/status")
+    assert not operator.can_i("get", "storagemigrations.kms-storage-migrator.io")
     assert operator.can_i("create", "events", namespace="default")
 
 
