@@ -358,9 +358,10 @@ class EtcdReader:
         the last yielded key at the newest revision (each key is still yielded exactly once).
 
         Pages hold at most ``page_size`` keys and about PAGE_BYTES (sized from the values seen
-        so far); while the caller works on one page the next is already being read, so memory
-        holds two pages at most. ``split_at`` keys cut the range into sub-ranges read one after
-        the other: etcd counts every key left in a range on each request, so paging through
+        so far); while the caller works on one page, the next one and the first pages of the
+        next _RANGES_AHEAD sub-ranges are already being read, so memory holds four pages at
+        most, however many keys there are. ``split_at`` keys cut the range into sub-ranges read
+        in order: etcd counts every key left in a range on each request, so paging through
         many small ranges is far cheaper than through one big one. ``start_after`` resumes a
         scan after a key already processed. ``require_keys`` turns an empty prefix into a UserError.
         """
