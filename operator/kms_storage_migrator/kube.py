@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -27,8 +28,24 @@ METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kms-storage-migrator"
-# The in-cluster token is rotated by the kubelet; re-reading it this often keeps it valid.
+# The in-cluster token is rotated by the kubelet; re-reading it this often keeps it valid
+# (and a 401 forces a re-read before the next request, see KubeApi.request).
 TOKEN_REREAD_SECONDS = 60.0
+# Longest apiserver message kept on an ApiError (it may end up in status and events).
+MAX_ERROR_MESSAGE = 300
+# Status reasons whose message the apiserver writes itself from names, not object content.
+SAFE_MESSAGE_REASONS = frozenset(
+    {
+        "Conflict",
+        "NotFound",
+        "AlreadyExists",
+        "Forbidden",
+        "Unauthorized",
+        "Gone",
+        "Expired",
+        "MethodNotAllowed",
+    }
+)
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -142,6 +159,7 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
         self._token = credentials.token
         self._token_read_at = time.monotonic()
+        self._token_stale = False  # set by a 401: re-read the token file before the next request
 
     async def __aenter__(self) -> KubeApi:
         # Building the SSL context reads certificate files: keep it off the event loop.
@@ -160,9 +178,10 @@ class KubeApi:
 
     async def _authorization(self) -> dict[str, str]:
         path = self.credentials.token_path
-        if path and time.monotonic() - self._token_read_at > TOKEN_REREAD_SECONDS:
+        if path and (self._token_stale or time.monotonic() - self._token_read_at > TOKEN_REREAD_SECONDS):
             self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
             self._token_read_at = time.monotonic()
+            self._token_stale = False
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     async def request(
@@ -193,13 +212,10 @@ class KubeApi:
             raise TransportError(f"{method} {path}: {type(error).__name__}: {error}") from error
         document = _decode(text)
         if status >= 300:
-            raise ApiError(
-                status,
-                str(document.get("reason") or "") or f"HTTP{status}",
-                str(document.get("message") or "")[:500],
-                retry_after=retry_after,
-                body=document,
-            )
+            if status == 401:
+                # The kubelet may have rotated the token: the retry must not wait 60 s for a re-read.
+                self._token_stale = True
+            raise api_error(status, document, retry_after)
         return ApiResponse(status, document)
 
     async def get_json(self, path: str) -> dict[str, Any]:
@@ -218,12 +234,11 @@ class KubeApi:
         body: Mapping[str, Any],
         *,
         content_type: str = MERGE_PATCH,
-        metadata_only: bool = True,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        accept = METADATA_OBJECT if metadata_only else "application/json"
+        """Patch, asking for metadata only: no code path can receive a full object (Secret data)."""
         reply = await self.request(
-            "PATCH", path, params=params, body=body, content_type=content_type, accept=accept
+            "PATCH", path, params=params, body=body, content_type=content_type, accept=METADATA_OBJECT
         )
         return reply.body
 
@@ -237,5 +252,48 @@ def _decode(text: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
     except ValueError:
-        return {"message": text[:200]}
+        return {}  # not a Status (a proxy's error page): nothing we can safely keep
     return document if isinstance(document, dict) else {}
+
+
+def api_error(status: int, document: Mapping[str, Any], retry_after: float | None = None) -> ApiError:
+    """An ApiError whose message is safe to store: see :func:`safe_message`."""
+    reason = str(document.get("reason") or "") or f"HTTP{status}"
+    # Keep the body for its metadata (a 410's fresh continue token), never its free text.
+    body = {key: value for key, value in document.items() if key != "message"}
+    return ApiError(status, reason, safe_message(reason, document), retry_after=retry_after, body=body)
+
+
+_WEBHOOK_DENIAL = re.compile(r'admission webhook "([^"]{1,253})" denied the request')
+_POLICY_DENIAL = re.compile(r"ValidatingAdmissionPolicy '([^']{1,253})'")
+
+
+def safe_message(reason: str, document: Mapping[str, Any]) -> str:
+    """The part of an apiserver error message that cannot echo object content, capped.
+
+    Admission webhooks and policies write arbitrary text (it may quote the object), so a denial
+    keeps only the webhook's name. An Invalid answer keeps the field paths, not the values.
+    Messages the apiserver composes from names (Conflict, NotFound, RBAC Forbidden) are kept;
+    any other message is dropped: the reason and HTTP code still say what happened.
+    """
+    message = str(document.get("message") or "")
+    webhook = _WEBHOOK_DENIAL.search(message)
+    if webhook:
+        return f"denied by admission webhook {webhook.group(1)}"
+    policy = _POLICY_DENIAL.search(message)
+    if policy:
+        return f"denied by ValidatingAdmissionPolicy {policy.group(1)}"
+    if "denied" in message:
+        return "denied by admission"
+    if reason == "Invalid":
+        return _invalid_fields(document)
+    if reason in SAFE_MESSAGE_REASONS:
+        return message[:MAX_ERROR_MESSAGE]
+    return ""
+
+
+def _invalid_fields(document: Mapping[str, Any]) -> str:
+    causes = (document.get("details") or {}).get("causes") or []
+    fields = sorted({str(c.get("field")) for c in causes if isinstance(c, Mapping) and c.get("field")})
+    text = "invalid fields: " + ", ".join(fields) if fields else "invalid"
+    return text[:MAX_ERROR_MESSAGE]

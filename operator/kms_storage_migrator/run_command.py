@@ -8,11 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import KubeApi, load_credentials
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
 from kms_storage_migrator.migration.service import OperatorContext
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT
 
 DEFAULT_METRICS_PORT = 9090
 ETCD_FLAGS = ("etcd_config", "etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
@@ -63,6 +65,12 @@ def register(subparsers: Any) -> None:
         f"default {DEFAULT_QPS})",
     )
     EtcdConfig.add_arguments(parser)
+    parser.add_argument(
+        "--etcd-prefix",
+        default=os.environ.get("KMS_STORAGE_MIGRATOR_ETCD_PREFIX", DEFAULT_ROOT),
+        metavar="PATH",
+        help=f"the apiserver's --etcd-prefix (env KMS_STORAGE_MIGRATOR_ETCD_PREFIX; default {DEFAULT_ROOT})",
+    )
     parser.set_defaults(handler=run, etcd_config=_env_path("KMS_STORAGE_MIGRATOR_ETCD_CONFIG"))
 
 
@@ -107,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if any(getattr(args, flag) is not None for flag in ETCD_FLAGS):
         etcd_config = EtcdConfig.from_args(args)
         # Fail now with one line, not later inside kopf's startup handler, which retries forever.
-        asyncio.run(_check_etcd(etcd_config))
+        asyncio.run(_check_etcd(etcd_config, args.etcd_prefix))
     credentials = load_credentials(args.kubeconfig)  # blocking, before the event loop exists
     metrics = OperatorMetrics() if args.metrics_port else None
     context = OperatorContext(
@@ -115,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         defaults=RunDefaults(concurrency=args.concurrency, qps=args.qps),
         etcd_config=etcd_config,
         metrics=metrics,
+        etcd_prefix=args.etcd_prefix,
     )
     memo = OperatorMemo(credentials, context, args.metrics_port or None)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
@@ -130,8 +139,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check_etcd(config: EtcdConfig) -> None:
-    """Open the read-only etcd connection once and read one key count: certificates, name
-    resolution and reachability all fail here, named, before the operator starts."""
+async def _check_etcd(config: EtcdConfig, prefix: str) -> None:
+    """Open the read-only etcd connection once and count the namespaces: certificates, name
+    resolution, reachability and a wrong --etcd-prefix all fail here, named, before kopf starts."""
     async with EtcdReader(config) as reader:
-        await reader.count("/registry/namespaces/")
+        namespaces = f"{prefix.rstrip('/')}/namespaces/"
+        if not await reader.count(namespaces):
+            raise UserError(
+                f"etcd at {config.display} holds no keys under {namespaces}: is --etcd-prefix "
+                "the apiserver's own --etcd-prefix?"
+            )

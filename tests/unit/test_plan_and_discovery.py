@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from kms_storage_migrator.migration.discovery import GroupVersionResources, ServedResource, choose_resources
+from kms_storage_migrator.kube import ApiError
+from kms_storage_migrator.migration.discovery import (
+    DiscoveryError,
+    GroupVersionResources,
+    ServedResource,
+    choose_resources,
+    discover,
+)
 from kms_storage_migrator.migration.plan import (
     MigrationSpec,
     Mode,
     PlanError,
     RunDefaults,
+    is_rewritable,
     is_stale,
     resolve_mode,
     write_format_label,
 )
+from kms_storage_migrator.migration.progress import VerificationResult
 from kms_storage_migrator.migration.selection import parse_selection
+from kms_storage_migrator.migration.verify import VerificationReport
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 
 KMS_A = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=1)
@@ -143,3 +155,98 @@ def test_served_resource_paths() -> None:
     roles = ServedResource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
     assert roles.object_path(None, "admin") == "/apis/rbac.authorization.k8s.io/v1/clusterroles/admin"
     assert roles.api_version == "rbac.authorization.k8s.io/v1"
+
+
+def test_other_dek_source_types_are_stale_too() -> None:
+    """Only the seed (type 1) is current, as in WriteExpectation.is_current."""
+    other = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=2)
+    assert is_stale(other, write_format_label(KMS_A))
+
+
+def test_undecodable_values_are_never_rewritten() -> None:
+    unknown = StoredFormat(FormatKind.UNKNOWN, reason="truncated")
+    assert not is_rewritable(unknown)
+    assert is_rewritable(KMS_A)
+
+
+# ---- discovery against a scripted apiserver ---------------------------------------------------
+
+
+class DiscoveryApi:
+    """Serves discovery documents; a path maps to a list of answers (document or exception)."""
+
+    def __init__(self, answers: dict[str, list[Any]], apiservices: list[dict[str, Any]]) -> None:
+        self.answers = answers
+        self.apiservices = apiservices
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        queue = self.answers[path]
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]:
+        return {"items": self.apiservices}
+
+
+UNAVAILABLE = ApiError(503, "ServiceUnavailable", "")
+APIS = {
+    "groups": [
+        {"name": "example.com", "preferredVersion": {"version": "v1"}},
+        {"name": "metrics.k8s.io", "preferredVersion": {"version": "v1beta1"}},
+    ]
+}
+LOCAL_SERVICE = {
+    "metadata": {"name": "v1.example.com", "labels": {"kube-aggregator.kubernetes.io/automanaged": "true"}}
+}
+AGGREGATED_SERVICE = {"metadata": {"name": "v1beta1.metrics.k8s.io"}}
+
+
+def _discovery_api(example: list[Any], metrics: list[Any]) -> DiscoveryApi:
+    return DiscoveryApi(
+        {
+            "/api/v1": [UNAVAILABLE, {"resources": [_resource("secrets", "Secret")]}],
+            "/apis": [ApiError(429, "TooManyRequests", ""), APIS],
+            "/apis/example.com/v1": example,
+            "/apis/metrics.k8s.io/v1beta1": metrics,
+        },
+        [LOCAL_SERVICE, AGGREGATED_SERVICE],
+    )
+
+
+async def test_discovery_retries_transient_errors() -> None:
+    api = _discovery_api(
+        [UNAVAILABLE, {"resources": [_resource("widgets", "Widget")]}],
+        [{"resources": [_resource("pods", "PodMetrics", ("get", "list"))]}],
+    )
+    result = await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+    assert [r.name for r in result.chosen] == ["core/secrets", "example.com/widgets"]
+
+
+async def test_an_unavailable_aggregated_group_is_dropped_with_the_reason() -> None:
+    api = _discovery_api([{"resources": [_resource("widgets", "Widget")]}], [UNAVAILABLE])
+    result = await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+    dropped = {d.name: d.reason for d in result.dropped}
+    assert "aggregated API server unavailable (ServiceUnavailable)" in dropped["metrics.k8s.io/*"]
+
+
+async def test_an_unavailable_local_group_fails_discovery() -> None:
+    api = _discovery_api([UNAVAILABLE], [UNAVAILABLE])
+    with pytest.raises(DiscoveryError, match=r"example\.com/v1 failed \(ServiceUnavailable\)"):
+        await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+
+
+# ---- verification verdict ----------------------------------------------------------------------
+
+
+def test_nothing_stale_is_verified_only_when_everything_was_checked_and_migrated() -> None:
+    assert VerificationReport().verification().result is VerificationResult.VERIFIED
+    failed = VerificationReport(failed=["example.com/widgets"]).verification()
+    assert failed.result is VerificationResult.UNVERIFIED
+    assert "not migrated (resource failed): example.com/widgets" in failed.message
+    unreferenced = VerificationReport(unreferenced=["core/secrets"]).verification()
+    assert unreferenced.result is VerificationResult.UNVERIFIED
+    undecodable = VerificationReport(undecodable=1, undecodable_examples=["core/secrets ns/x"]).verification()
+    assert undecodable.result is VerificationResult.UNVERIFIED
+    assert "core/secrets ns/x" in undecodable.message

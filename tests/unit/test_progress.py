@@ -203,3 +203,26 @@ def test_unset_fields_are_sent_as_null_so_a_merge_patch_clears_them() -> None:
     status = to_status(MigrationProgress(), NOW)
     assert status["verification"] is None
     assert status["completionTime"] is None
+
+
+def test_rewind_drops_the_failures_of_the_redone_page() -> None:
+    """A resumed run redoes the uncommitted page: its failures must not be counted twice."""
+    secrets = ResourceProgress("", "v1", "secrets", ResourcePhase.MIGRATING)
+    other = ResourceProgress("", "v1", "configmaps", ResourcePhase.DONE)
+    progress = MigrationProgress(resources=[other, secrets])
+
+    def fail(entry: ResourceProgress, name: str) -> None:
+        entry.counts.record(Outcome.REFUSED)
+        progress.record_failure(Failure(entry.name, "ns", name, "Forbidden", ""))
+
+    fail(secrets, "committed")
+    secrets.commit(continue_token="page-2")
+    fail(other, "elsewhere")
+    fail(secrets, "redone")  # page 2, then the operator dies
+    resumed = from_status(to_status(progress, NOW))
+    entry = resumed.resource("core/secrets")
+    assert entry is not None
+    resumed.rewind(entry)
+    assert resumed.failures_total == 2
+    assert [f.name for f in resumed.failures] == ["committed", "elsewhere"]
+    assert entry.counts.failed == 1

@@ -6,14 +6,33 @@ engine's own logic; the integration tests run the same engine against the real a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kms_storage_migrator.kube import APPLY_PATCH, MERGE_PATCH, ApiError, TransportError
+from kms_storage_migrator.kube import (
+    APPLY_PATCH,
+    MAX_ERROR_MESSAGE,
+    MERGE_PATCH,
+    ApiCredentials,
+    ApiError,
+    KubeApi,
+    TransportError,
+    api_error,
+)
+from kms_storage_migrator.migration import runner as runner_module
 from kms_storage_migrator.migration.discovery import ServedResource
-from kms_storage_migrator.migration.progress import Outcome
+from kms_storage_migrator.migration.plan import MigrationSpec
+from kms_storage_migrator.migration.progress import (
+    MigrationProgress,
+    Outcome,
+    Phase,
+    ResourcePhase,
+    VerificationResult,
+    from_status,
+)
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
 from kms_storage_migrator.migration.rewrite import (
     RewriteMethod,
@@ -23,6 +42,9 @@ from kms_storage_migrator.migration.rewrite import (
     outcome_of_success,
     rewrite_body,
 )
+from kms_storage_migrator.migration.runner import FinalStatusNotPublished, MigrationRunner, MigrationStopped
+from kms_storage_migrator.migration.service import _wait_pending, canary_key
+from kms_storage_migrator.storage.etcd import RawEntry
 
 SECRETS = ServedResource("", "v1", "secrets", "Secret", True, frozenset({"list", "patch"}))
 ROLES = ServedResource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
@@ -42,7 +64,6 @@ class ScriptedApi:
         body: Mapping[str, Any],
         *,
         content_type: str = MERGE_PATCH,
-        metadata_only: bool = True,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         self.calls.append((path, body, content_type, params))
@@ -143,12 +164,15 @@ async def test_conflict_is_final_and_never_retried() -> None:
 
 
 async def test_webhook_denial_is_refused_once_with_its_message() -> None:
-    denial = ApiError(400, "BadRequest", 'admission webhook "deny.example.com" denied the request: no')
+    denial = api_error(
+        400,
+        {"reason": "BadRequest", "message": 'admission webhook "deny.example.com" denied the request: no'},
+    )
     api = ScriptedApi(denial)
     rewriter, _, _ = _rewriter(api)
     result = await rewriter.rewrite(TARGET)
     assert result.outcome is Outcome.REFUSED
-    assert "denied the request" in result.message
+    assert result.message == "HTTP 400: denied by admission webhook deny.example.com"
     assert len(api.calls) == 1
 
 
@@ -196,3 +220,257 @@ async def test_refusals_do_not_slow_the_limiter() -> None:
     rewriter, limiter, _ = _rewriter(api)
     await rewriter.rewrite(TARGET)
     assert limiter.current_qps == 1000
+
+
+# ---- what of an apiserver error may be stored ---------------------------------------------------
+
+
+def test_webhook_denials_keep_the_webhook_name_not_its_text() -> None:
+    error = api_error(
+        403,
+        {
+            "reason": "Forbidden",
+            "message": 'admission webhook "deny.example.com" denied the request: password=hunter2',
+        },
+    )
+    assert error.message == "denied by admission webhook deny.example.com"
+    assert "hunter2" not in str(error)
+    assert (error.status, error.reason) == (403, "Forbidden")
+
+
+def test_invalid_keeps_field_paths_not_values() -> None:
+    document = {
+        "reason": "Invalid",
+        "message": 'Secret "db" is invalid: data[x]: Invalid value: "s3cret"',
+        "details": {"causes": [{"field": "data[x]", "message": 'Invalid value: "s3cret"'}]},
+    }
+    assert api_error(422, document).message == "invalid fields: data[x]"
+
+
+def test_apiserver_own_messages_are_kept_and_capped_others_dropped() -> None:
+    conflict = api_error(409, {"reason": "Conflict", "message": "the object has been modified" + "x" * 999})
+    assert conflict.message.startswith("the object has been modified")
+    assert len(conflict.message) <= MAX_ERROR_MESSAGE
+    internal = api_error(500, {"reason": "InternalError", "message": "failed calling webhook: data=abc"})
+    assert (internal.reason, internal.message) == ("InternalError", "")
+
+
+def test_a_410_keeps_its_continue_token_but_not_its_message() -> None:
+    error = api_error(410, {"reason": "Expired", "message": "too old", "metadata": {"continue": "t2"}})
+    assert error.body["metadata"]["continue"] == "t2"
+    assert "message" not in error.body
+
+
+async def test_a_401_rereads_the_token_file_at_once(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("old")
+    api = KubeApi(ApiCredentials("https://127.0.0.1:1", token="old", token_path=str(token)))
+    token.write_text("rotated")
+    assert await api._authorization() == {"Authorization": "Bearer old"}  # within 60 s: cached
+    api._token_stale = True  # what a 401 answer sets
+    assert await api._authorization() == {"Authorization": "Bearer rotated"}
+
+
+# ---- the runner end to end, against an in-memory apiserver and etcd ------------------------------
+
+STALE = b"k8s:enc:aescbc:v1:old:" + b"x" * 40  # written before the switch to plaintext
+CURRENT = b'{"kind":"Secret"}'
+UNDECODABLE = b"\x00garbage"
+CR_KEY = "/registry/kms-storage-migrator.io/storagemigrations/sm"
+
+
+class FakeCluster:
+    """etcd (keys -> value, revision) behind an apiserver whose no-op patch re-stores stale values."""
+
+    def __init__(self, secrets: dict[str, bytes], *, refuse: frozenset[str] = frozenset()) -> None:
+        self.revision = 10
+        self.store: dict[str, tuple[bytes, int]] = {CR_KEY: (CURRENT, 1)}
+        for name, value in secrets.items():
+            self.store[f"/registry/secrets/ns/{name}"] = (value, self._next())
+        self.refuse = refuse
+        self.patched: list[str] = []
+        self.lists: dict[str | None, list[dict[str, Any] | Exception]] = {}
+
+    def _next(self) -> int:
+        self.revision += 1
+        return self.revision
+
+    # etcd
+    async def get(self, key: str) -> RawEntry | None:
+        found = self.store.get(key)
+        return RawEntry(key.encode(), *found) if found else None
+
+    async def scan(
+        self, prefix: str, page_size: int = 100, *, start_after: bytes | None = None
+    ) -> AsyncIterator[list[RawEntry]]:
+        keys = sorted(k for k in self.store if k.startswith(prefix))
+        if start_after is not None:
+            keys = [k for k in keys if k.encode() > start_after]
+        for start in range(0, len(keys), page_size):
+            yield [RawEntry(k.encode(), *self.store[k]) for k in keys[start : start + page_size]]
+
+    # apiserver
+    async def get_json(self, path: str) -> dict[str, Any]:
+        if path == "/api/v1":
+            return {
+                "resources": [
+                    {"name": "secrets", "kind": "Secret", "namespaced": True, "verbs": ["list", "patch"]}
+                ]
+            }
+        return {"groups": []}
+
+    async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]:
+        if "apiservices" in path or limit == 1:
+            return {"items": []}
+        answer = self.lists[continue_token].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def patch(self, path: str, body: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+        name = path.rsplit("/", 1)[1]
+        self.patched.append(name)
+        if name in self.refuse:
+            raise api_error(403, {"reason": "Forbidden", "message": "forbidden"})
+        key = f"/registry/secrets/ns/{name}"
+        value, revision = self.store[key]
+        if value != CURRENT:
+            value, revision = CURRENT, self._next()
+            self.store[key] = (value, revision)
+        return {"metadata": {"resourceVersion": str(revision)}}
+
+
+def _listed(*names: str, token: str | None = None) -> dict[str, Any]:
+    items = [{"metadata": {"namespace": "ns", "name": n, "resourceVersion": "5", "uid": n}} for n in names]
+    return {"items": items, "metadata": {"continue": token} if token else {}}
+
+
+class MemorySink:
+    def __init__(self, *, fail_terminal: int = 0) -> None:
+        self.status: dict[str, Any] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.fail_terminal = fail_terminal
+
+    async def publish(self, status: dict[str, Any]) -> None:
+        if status["phase"] in ("Succeeded", "Failed") and self.fail_terminal:
+            self.fail_terminal -= 1
+            raise TransportError("connection reset")
+        self.status = status
+
+    async def event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+
+def _runner(
+    cluster: FakeCluster,
+    sink: MemorySink,
+    spec: dict[str, Any],
+    *,
+    etcd: bool = True,
+    progress: MigrationProgress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    root: str = "/registry",
+) -> MigrationRunner:
+    return MigrationRunner(
+        cluster,  # type: ignore[arg-type]
+        MigrationSpec.from_spec(
+            {"resources": {"include": ["core/secrets"]}, "maxAttemptsPerObject": 1, **spec}
+        ),
+        progress or MigrationProgress(),
+        sink,
+        etcd=cluster if etcd else None,  # type: ignore[arg-type]
+        canary_key=canary_key("sm", root),
+        should_stop=should_stop,
+        etcd_prefix=root,
+    )
+
+
+async def test_an_etcd_prefix_that_does_not_hold_our_cr_fails_at_once_naming_it() -> None:
+    cluster = FakeCluster({"a": STALE})
+    sink = MemorySink()
+    progress = await _runner(cluster, sink, {"mode": "Targeted"}, root="/custom").run()
+    assert progress.phase is Phase.FAILED
+    assert "/custom/kms-storage-migrator.io/storagemigrations/sm" in progress.message
+    assert "--etcd-prefix" in progress.message
+    assert cluster.patched == []
+
+
+async def test_undecodable_values_are_reported_not_written_and_not_verified() -> None:
+    cluster = FakeCluster({"a": STALE, "bad": UNDECODABLE, "c": STALE})
+    progress = await _runner(cluster, MemorySink(), {"mode": "Targeted"}).run()
+    assert sorted(cluster.patched) == ["a", "c"]
+    assert progress.phase is Phase.FAILED
+    assert "1 value(s) in no known format" in progress.message
+    assert "core/secrets ns/bad" in progress.message
+    assert progress.verification is not None
+    assert progress.verification.result is VerificationResult.UNVERIFIED
+
+
+async def test_targeted_resume_does_not_retry_or_recount_the_canaries() -> None:
+    """Stopped as Migrating starts, then resumed from the published status: counts as one run."""
+    secrets = {"a": STALE, "b": STALE, "c": STALE, "d": STALE}
+    stop = False
+
+    class StopAtMigrating(MemorySink):
+        async def event(self, kind: str, reason: str, message: str) -> None:
+            nonlocal stop
+            stop = stop or reason == "Migrating"
+
+    first = FakeCluster(secrets, refuse=frozenset({"a"}))
+    sink = StopAtMigrating()
+    with pytest.raises(MigrationStopped):
+        await _runner(first, sink, {"mode": "Targeted"}, should_stop=lambda: stop).run()
+    resumed = await _runner(
+        first, MemorySink(), {"mode": "Targeted"}, progress=from_status(sink.status)
+    ).run()
+
+    whole = FakeCluster(secrets, refuse=frozenset({"a"}))
+    uninterrupted = await _runner(whole, MemorySink(), {"mode": "Targeted"}).run()
+    assert resumed.failures_total == uninterrupted.failures_total == 1
+    assert resumed.totals().counts == uninterrupted.totals().counts
+    assert first.patched.count("a") == 1
+
+
+async def test_a_410_without_a_fresh_token_relists_without_counting_twice() -> None:
+    cluster = FakeCluster({"a": STALE, "b": STALE, "c": STALE})
+    gone = api_error(410, {"reason": "Expired", "message": "too old"})
+    cluster.lists = {
+        None: [_listed("a", "b", token="t1"), _listed("a", "b", token="t1")],
+        "t1": [gone, _listed("c")],
+    }
+    progress = await _runner(cluster, MemorySink(), {"mode": "Full"}, etcd=False).run()
+    assert progress.phase is Phase.SUCCEEDED
+    assert progress.totals().counts.done == 3
+    assert cluster.patched == ["a", "b", "c"]
+
+
+async def test_a_list_that_keeps_expiring_fails_the_resource() -> None:
+    cluster = FakeCluster({"a": STALE, "b": STALE})
+    gone = api_error(410, {"reason": "Expired", "message": "too old"})
+    cluster.lists = {None: [_listed("a", token="t1")] * 10, "t1": [gone] * 10}
+    progress = await _runner(cluster, MemorySink(), {"mode": "Full"}, etcd=False).run()
+    assert progress.phase is Phase.FAILED
+    entry = progress.resource("core/secrets")
+    assert entry is not None
+    assert entry.phase is ResourcePhase.FAILED
+    assert "410" in entry.message
+    assert entry.counts.done == 1
+
+
+async def test_the_final_status_is_retried_until_it_lands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "FINAL_PUBLISH_ATTEMPTS", 2)
+    cluster = FakeCluster({"a": STALE})
+    sink = MemorySink(fail_terminal=1)
+    await _runner(cluster, sink, {"mode": "Targeted"}).run()
+    assert sink.status["phase"] == "Succeeded"
+    with pytest.raises(FinalStatusNotPublished):
+        await _runner(FakeCluster({"a": STALE}), MemorySink(fail_terminal=2), {"mode": "Targeted"}).run()
+
+
+async def test_an_interrupted_migration_keeps_its_phase_while_it_waits_for_the_slot() -> None:
+    """Pending would make the resumed run scan and send canaries again."""
+    sink = MemorySink()
+    progress = MigrationProgress(phase=Phase.MIGRATING, start_time="2026-11-30T02:00:00Z")
+    await _wait_pending(sink, progress, "other")  # type: ignore[arg-type]
+    assert sink.status["phase"] == "Migrating"
+    assert "waiting for StorageMigration other" in sink.status["message"]

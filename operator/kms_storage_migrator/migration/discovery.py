@@ -9,12 +9,13 @@ served by an aggregated API server, or a second name for storage already covered
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kms_storage_migrator.kube import ApiError, KubeApi
+from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
 from kms_storage_migrator.migration.progress import DroppedResource
+from kms_storage_migrator.migration.ratelimit import RetryableFailure, is_retryable_status, transient_retrying
 from kms_storage_migrator.migration.selection import Selection, resource_name
 from kms_storage_migrator.storage.keys import canonical
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # Label the kube-aggregator puts on the APIServices of groups served by kube-apiserver itself.
 LOCAL_APISERVICE_LABEL = "kube-aggregator.kubernetes.io/automanaged"
+DISCOVERY_ATTEMPTS = 5
+APISERVICES_PATH = "/apis/apiregistration.k8s.io/v1/apiservices"
 
 
 @dataclass(frozen=True)
@@ -122,15 +125,35 @@ def _drop_reason(served: ServedResource, local: bool) -> str | None:
     return None
 
 
-async def discover(api: KubeApi, selection: Selection) -> DiscoveryResult:
+class DiscoveryError(Exception):
+    """Discovery of a group kube-apiserver serves itself failed: migrating without it would be silent."""
+
+
+async def discover(
+    api: KubeApi, selection: Selection, *, attempts: int = DISCOVERY_ATTEMPTS
+) -> DiscoveryResult:
     """Read discovery (preferred versions) and choose what to migrate."""
-    return choose_resources(await fetch_documents(api), selection)
+    documents, unavailable = await fetch_documents(api, attempts=attempts)
+    result = choose_resources(documents, selection)
+    dropped = sorted([*result.dropped, *unavailable], key=lambda d: d.name)
+    return DiscoveryResult(result.chosen, tuple(dropped))
 
 
-async def fetch_documents(api: KubeApi) -> list[GroupVersionResources]:
-    aggregated = await _aggregated_group_versions(api)
-    documents = [_document("", "v1", await api.get_json("/api/v1"), True)]
-    groups = await api.get_json("/apis")
+async def fetch_documents(
+    api: KubeApi, *, attempts: int = DISCOVERY_ATTEMPTS
+) -> tuple[list[GroupVersionResources], list[DroppedResource]]:
+    """Every group's preferred-version document, and the aggregated groups that could not be read.
+
+    Transient answers (429, 5xx, connection errors) are retried like writes. A group an
+    aggregated API server serves is skipped when it stays unavailable (its objects are not in
+    this etcd anyway); any other group failing raises :class:`DiscoveryError`, because its
+    resources would silently drop out of the migration.
+    """
+    aggregated = await _aggregated_group_versions(api, attempts)
+    core = await _get(api, "/api/v1", attempts)
+    documents = [_document("", "v1", core, True)]
+    unavailable: list[DroppedResource] = []
+    groups = await _get(api, "/apis", attempts)
     for group in groups.get("groups") or []:
         name = str(group.get("name") or "")
         version = str((group.get("preferredVersion") or {}).get("version") or "")
@@ -138,28 +161,73 @@ async def fetch_documents(api: KubeApi) -> list[GroupVersionResources]:
             continue
         # Groups with no APIService at all (apiregistration.k8s.io itself) are served locally too.
         local = aggregated is None or f"{version}.{name}" not in aggregated
-        try:
-            body = await api.get_json(f"/apis/{name}/{version}")
-        except ApiError as error:
-            # An aggregated API server that is down answers 503: it is not ours to rewrite anyway.
-            log.warning("discovery of %s/%s failed: %s", name, version, error)
-            continue
-        documents.append(_document(name, version, body, local))
-    return documents
+        fetched = await _fetch_group(api, name, version, local, attempts)
+        if isinstance(fetched, DroppedResource):
+            unavailable.append(fetched)
+        else:
+            documents.append(fetched)
+    return documents, unavailable
+
+
+async def _fetch_group(
+    api: KubeApi, name: str, version: str, local: bool, attempts: int
+) -> GroupVersionResources | DroppedResource:
+    """One group's document, or why it is left out; raises when leaving it out would be silent loss."""
+    try:
+        body = await _get(api, f"/apis/{name}/{version}", attempts)
+    except (ApiError, RetryableFailure) as error:
+        cause = _describe(error)
+        if isinstance(error, ApiError) and error.status == 404:
+            # Removed between /apis and now (a CRD deleted): nothing of it left to migrate.
+            return DroppedResource(f"{name}/*", "no longer served (404 during discovery)")
+        if local:
+            raise DiscoveryError(
+                f"discovery of {name}/{version} failed ({cause}); it is served by kube-apiserver "
+                "itself, so its resources cannot be left out"
+            ) from error
+        log.warning("discovery of aggregated %s/%s failed: %s", name, version, cause)
+        return DroppedResource(f"{name}/*", f"aggregated API server unavailable ({cause}): not stored here")
+    return _document(name, version, body, local)
+
+
+async def _get(api: KubeApi, path: str, attempts: int) -> dict[str, Any]:
+    return await _with_retries(lambda: api.get_json(path), attempts)
+
+
+async def _with_retries(request: Callable[[], Awaitable[dict[str, Any]]], attempts: int) -> dict[str, Any]:
+    """One request under the transient retry policy: a single 503 must not end or shrink a migration."""
+    async for attempt in transient_retrying(attempts):
+        with attempt:
+            try:
+                return await request()
+            except TransportError as error:
+                raise RetryableFailure("ConnectionError", str(error)) from error
+            except ApiError as error:
+                if is_retryable_status(error.status):
+                    raise RetryableFailure(error.reason, error.message, error.retry_after) from error
+                raise
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+
+def _describe(error: ApiError | RetryableFailure) -> str:
+    if isinstance(error, ApiError):
+        return f"{error.status} {error.reason}"
+    return error.reason
 
 
 def _document(group: str, version: str, body: Mapping[str, Any], local: bool) -> GroupVersionResources:
     return GroupVersionResources(group, version, tuple(body.get("resources") or ()), local)
 
 
-async def _aggregated_group_versions(api: KubeApi) -> set[str] | None:
+async def _aggregated_group_versions(api: KubeApi, attempts: int) -> set[str] | None:
     """Names of APIServices served by another API server, or None when they cannot be listed."""
     try:
-        page = await api.list_metadata(
-            "/apis/apiregistration.k8s.io/v1/apiservices", limit=500, continue_token=None
+        page = await _with_retries(
+            lambda: api.list_metadata(APISERVICES_PATH, limit=500, continue_token=None), attempts
         )
-    except ApiError as error:
-        log.warning("cannot list APIServices (%s): treating every group as local", error.reason)
+    except (ApiError, RetryableFailure) as error:
+        # Every group counts as local then: a failing group fails discovery rather than vanish.
+        log.warning("cannot list APIServices (%s): treating every group as local", _describe(error))
         return None
     return {
         str(item["metadata"]["name"])

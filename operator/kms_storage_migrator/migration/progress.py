@@ -292,6 +292,24 @@ class MigrationProgress:
         if len(self.failures) < MAX_FAILURES:
             self.failures.append(failure)
 
+    def rewind(self, entry: ResourceProgress) -> None:
+        """Drop what a resource's uncommitted page recorded, failures included (it is redone).
+
+        ``failures`` only ever grows by appending, so the resource's first entries are the ones
+        recorded before its checkpoint; ``failuresTotal`` is the sum of the failed counters.
+        """
+        entry.rewind()
+        keep = entry.counts.failed
+        kept: list[Failure] = []
+        for failure in self.failures:
+            if failure.resource == entry.name:
+                if keep <= 0:
+                    continue
+                keep -= 1
+            kept.append(failure)
+        self.failures = kept
+        self.failures_total = sum(r.counts.failed for r in self.resources)
+
     def resource(self, name: str) -> ResourceProgress | None:
         return next((r for r in self.resources if r.name == name), None)
 

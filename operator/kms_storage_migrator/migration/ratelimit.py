@@ -11,11 +11,21 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
 MIN_QPS = 1.0
 # How many consecutive successes restore one step of rate after a slow-down.
 RECOVERY_STREAK = 20
 RECOVERY_FACTOR = 1.25
 SLOWDOWN_FACTOR = 0.5
+RETRY_BACKOFF_MULTIPLIER = 0.5
+RETRY_BACKOFF_MAX = 30.0
 
 
 class TokenBucket:
@@ -83,3 +93,45 @@ class AdaptiveRateLimiter:
         if self._streak >= RECOVERY_STREAK:
             self._streak = 0
             self._bucket.set_rate(min(self.max_qps, self._bucket.rate * RECOVERY_FACTOR))
+
+
+class RetryableFailure(Exception):
+    """A transient answer (429, 5xx, timeout, connection error): try again after a backoff."""
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+def is_retryable_status(status: int) -> bool:
+    # 401: KubeApi re-reads a rotated token file before the next attempt; 408: the apiserver timed out.
+    return status in (401, 408, 429) or status >= 500
+
+
+class _WaitHonouringRetryAfter:
+    """Full-jitter exponential backoff, but never sooner than the server's Retry-After."""
+
+    def __init__(self) -> None:
+        self._backoff = wait_random_exponential(multiplier=RETRY_BACKOFF_MULTIPLIER, max=RETRY_BACKOFF_MAX)
+
+    def __call__(self, state: RetryCallState) -> float:
+        backoff = float(self._backoff(state))
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RetryableFailure) and error.retry_after:
+            return max(backoff, error.retry_after)
+        return backoff
+
+
+def transient_retrying(
+    max_attempts: int, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> AsyncRetrying:
+    """The one retry policy: transient failures only, full-jitter backoff, Retry-After as a floor."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=_WaitHonouringRetryAfter(),
+        retry=retry_if_exception_type(RetryableFailure),
+        reraise=True,
+        sleep=sleep,
+    )

@@ -15,14 +15,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
-
 from kms_storage_migrator.kube import (
     APPLY_PATCH,
     FIELD_MANAGER,
@@ -33,10 +25,14 @@ from kms_storage_migrator.kube import (
 )
 from kms_storage_migrator.migration.discovery import ServedResource
 from kms_storage_migrator.migration.progress import Outcome
-from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
 
-RETRY_BACKOFF_MULTIPLIER = 0.5
-RETRY_BACKOFF_MAX = 30.0
+# The retry policy lives with the limiter: discovery and listing use it too.
+from kms_storage_migrator.migration.ratelimit import (
+    AdaptiveRateLimiter,
+    RetryableFailure,
+    is_retryable_status,
+    transient_retrying,
+)
 
 
 class RewriteMethod(StrEnum):
@@ -88,21 +84,6 @@ class NoObserver:
         return None
 
 
-class RetryableFailure(Exception):
-    """A transient answer (429, 5xx, timeout, connection error): try again after a backoff."""
-
-    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-
-
-def is_retryable_status(status: int) -> bool:
-    # 401: a rotated token is re-read on the next attempt; 408: the apiserver timed out.
-    return status in (401, 408, 429) or status >= 500
-
-
 def outcome_of_error(status: int) -> Outcome | None:
     """The final outcome an HTTP error status means, or None when it is worth retrying."""
     if status == 409:
@@ -112,6 +93,11 @@ def outcome_of_error(status: int) -> Outcome | None:
     if is_retryable_status(status):
         return None
     return Outcome.REFUSED
+
+
+def error_message(error: ApiError) -> str:
+    """What a failure records: the HTTP code always, and the message kube.py judged safe to keep."""
+    return f"HTTP {error.status}: {error.message}" if error.message else f"HTTP {error.status}"
 
 
 def outcome_of_success(sent_resource_version: str, returned_resource_version: str | None) -> Outcome:
@@ -131,33 +117,6 @@ def rewrite_body(target: RewriteTarget, method: RewriteMethod) -> dict[str, Any]
     if target.namespace:
         metadata["namespace"] = target.namespace
     return {"apiVersion": target.resource.api_version, "kind": target.resource.kind, "metadata": metadata}
-
-
-class _WaitHonouringRetryAfter:
-    """Full-jitter exponential backoff, but never sooner than the server's Retry-After."""
-
-    def __init__(self) -> None:
-        self._backoff = wait_random_exponential(multiplier=RETRY_BACKOFF_MULTIPLIER, max=RETRY_BACKOFF_MAX)
-
-    def __call__(self, state: RetryCallState) -> float:
-        backoff = float(self._backoff(state))
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, RetryableFailure) and error.retry_after:
-            return max(backoff, error.retry_after)
-        return backoff
-
-
-def transient_retrying(
-    max_attempts: int, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-) -> AsyncRetrying:
-    """The one retry policy: transient failures only, full-jitter backoff, Retry-After as a floor."""
-    return AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
-        wait=_WaitHonouringRetryAfter(),
-        retry=retry_if_exception_type(RetryableFailure),
-        reraise=True,
-        sleep=sleep,
-    )
 
 
 class Rewriter:
@@ -220,8 +179,8 @@ class Rewriter:
             if outcome is None:
                 if error.status == 429 or error.status >= 500:
                     self._limiter.overloaded()
-                raise RetryableFailure(error.reason, error.message, error.retry_after) from error
-            return RewriteResult(target, outcome, attempts, reason=error.reason, message=error.message)
+                raise RetryableFailure(error.reason, error_message(error), error.retry_after) from error
+            return RewriteResult(target, outcome, attempts, reason=error.reason, message=error_message(error))
         self._observer.request_done(target.resource.name, "200", time.monotonic() - started)
         self._limiter.succeeded()
         returned = str((body.get("metadata") or {}).get("resourceVersion") or "") or None

@@ -18,12 +18,13 @@ from typing import Any, Protocol
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
-from kms_storage_migrator.migration.discovery import DiscoveryResult, ServedResource, discover
+from kms_storage_migrator.migration.discovery import DiscoveryError, DiscoveryResult, ServedResource, discover
 from kms_storage_migrator.migration.plan import (
     MigrationSpec,
     Mode,
     PlanError,
     StaleTally,
+    is_rewritable,
     is_stale,
     resolve_mode,
     write_format_label,
@@ -42,17 +43,19 @@ from kms_storage_migrator.migration.progress import (
     VerificationResult,
     to_status,
 )
-from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
+from kms_storage_migrator.migration.ratelimit import (
+    AdaptiveRateLimiter,
+    RetryableFailure,
+    is_retryable_status,
+    transient_retrying,
+)
 from kms_storage_migrator.migration.rewrite import (
     NoObserver,
-    RetryableFailure,
     RewriteMethod,
     RewriteObserver,
     Rewriter,
     RewriteResult,
     RewriteTarget,
-    is_retryable_status,
-    transient_retrying,
 )
 from kms_storage_migrator.migration.verify import (
     StoredObject,
@@ -64,7 +67,7 @@ from kms_storage_migrator.migration.verify import (
 )
 from kms_storage_migrator.storage.etcd import EtcdReader
 from kms_storage_migrator.storage.formats import FormatKind
-from kms_storage_migrator.storage.keys import ResourceIndex
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, ResourceIndex
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,11 @@ CANARY_CANDIDATES = 5  # objects tried per resource to learn its current write f
 # A resource whose first writes are all forbidden is skipped instead of failing object by object.
 FORBIDDEN_STREAK_LIMIT = 10
 LIST_ATTEMPTS = 5
+# A Full walk restarts from the beginning after a 410 with no fresh continue token; more
+# restarts than this mean the walk outlasts etcd compaction, and the resource is given up.
+MAX_LIST_RESTARTS = 3
+# The final status carries the outcome: tried this often (transient policy) before kopf retries.
+FINAL_PUBLISH_ATTEMPTS = 8
 
 
 class MigrationSink(Protocol):
@@ -105,6 +113,10 @@ class _ResourceAbandoned(Exception):
     """This resource cannot be migrated at all (e.g. every write forbidden): move on to the next."""
 
 
+class FinalStatusNotPublished(Exception):
+    """The terminal status could not be stored: the caller must run the migration again later."""
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -124,6 +136,7 @@ class MigrationRunner:
         method: RewriteMethod = RewriteMethod.MERGE_PATCH,
         generation: int | None = None,
         status_interval: float = STATUS_INTERVAL_SECONDS,
+        etcd_prefix: str = DEFAULT_ROOT,
     ) -> None:
         self.progress = progress
         self._api = api
@@ -142,7 +155,7 @@ class MigrationRunner:
         self._served: dict[str, ServedResource] = {}
         self._index: ResourceIndex = {}
         self._reference_label: str | None = None  # current write format of our own CR (a free canary)
-        self._canaried: set[str] = set()
+        self._root = etcd_prefix.rstrip("/") or DEFAULT_ROOT  # the apiserver's --etcd-prefix
         self._learning: set[str] = set()
         self._forbidden_streak: dict[str, int] = {}
         self._published_at = 0.0
@@ -159,7 +172,7 @@ class MigrationRunner:
         ticker = asyncio.create_task(self._tick())
         try:
             await self._run_phases()
-        except PlanError as error:
+        except (PlanError, DiscoveryError) as error:
             await self._finish(Phase.FAILED, str(error))
         except ApiError as error:
             await self._finish(Phase.FAILED, f"the apiserver refused a request the migration needs: {error}")
@@ -233,17 +246,32 @@ class MigrationRunner:
                 entry.phase = ResourcePhase.FAILED
                 entry.message = "cannot learn the current write format (no object could be rewritten)"
                 continue
-            tally = StaleTally()
-            async for page in stored_objects(self._etcd, served, self._index, self._spec.page_size):
-                self._check_stop()
-                for item in page:
-                    tally.scanned += 1
-                    if item.key not in self._canaried and is_stale(item.stored_format, label):
-                        tally.stale += 1
+            tally = await self._count_stale(served, label, after_key=entry.checkpoint.last_key)
             entry.scanned = tally.scanned
             entry.estimate = entry.counts.done + tally.stale
             await self._publish()
         await self._publish(force=True)
+
+    async def _count_stale(self, served: ServedResource, label: str, *, after_key: str | None) -> StaleTally:
+        """Keys of one resource, and how many after ``after_key`` (past the canaries) are stale."""
+        assert self._etcd is not None
+        tally = StaleTally()
+        async for page in self._stored(served, self._spec.page_size):
+            self._check_stop()
+            for item in page:
+                tally.scanned += 1
+                done = after_key is not None and item.key <= after_key
+                if not done and _needs_rewrite(item, label):
+                    tally.stale += 1
+        return tally
+
+    def _stored(
+        self, served: ServedResource, page_size: int, *, after_key: str | None = None
+    ) -> AsyncGenerator[list[StoredObject], None]:
+        assert self._etcd is not None
+        return stored_objects(
+            self._etcd, served, self._index, page_size, after_key=after_key, root=self._root
+        )
 
     async def _estimate_full(self) -> None:
         """One-object list per resource: remainingItemCount gives the total before any write."""
@@ -265,7 +293,7 @@ class MigrationRunner:
         )
         for entry, served in self._pending_resources():
             entry.phase = ResourcePhase.MIGRATING
-            entry.rewind()
+            self.progress.rewind(entry)
             try:
                 await migrate_resource(entry, served)
             except _ResourceAbandoned as reason:
@@ -276,6 +304,7 @@ class MigrationRunner:
 
     async def _migrate_full(self, entry: ResourceProgress, served: ServedResource) -> None:
         token = entry.checkpoint.continue_token
+        restarts = 0
         while True:
             self._check_stop()
             try:
@@ -284,9 +313,14 @@ class MigrationRunner:
                 raise _ResourceAbandoned(f"cannot list: {failure}") from failure
             except ApiError as error:
                 if error.status == 410:
-                    # The continue token expired (etcd compacted): the Status carries a fresh one.
-                    token = str((error.body.get("metadata") or {}).get("continue") or "") or None
-                    log.info("%s: continue token expired, resuming from the one in the 410", entry.name)
+                    fresh = str((error.body.get("metadata") or {}).get("continue") or "") or None
+                    if fresh is None:
+                        restarts += 1
+                        self._restart_listing(entry, restarts)
+                    else:
+                        # The continue token expired (etcd compacted): the Status carries a fresh one.
+                        log.info("%s: continue token expired, resuming from the one in the 410", entry.name)
+                    token = fresh
                     continue
                 if error.status == 404:
                     entry.phase = ResourcePhase.DONE
@@ -295,8 +329,10 @@ class MigrationRunner:
                 raise _ResourceAbandoned(
                     f"cannot list: {error.status} {error.reason}: {error.message}"
                 ) from error
-            items = page.get("items") or []
+            all_items = page.get("items") or []
             metadata = page.get("metadata") or {}
+            # After a restart, skip what the checkpoint already counts (a list is in key order).
+            items = [i for i in all_items if _after(_list_key(i), entry.checkpoint.last_key)]
             remaining = int(metadata.get("remainingItemCount") or 0)
             entry.estimate = max(entry.estimate, entry.counts.done + len(items) + remaining)
             targets = [self._target_from_item(served, item) for item in items]
@@ -304,10 +340,21 @@ class MigrationRunner:
             token = str(metadata.get("continue") or "") or None
             if token is None:
                 entry.phase = ResourcePhase.DONE
-            entry.commit(continue_token=token)
+            last = _list_key(items[-1]) if items else entry.checkpoint.last_key
+            entry.commit(continue_token=token, last_key=last)
             if token is None:
                 return
             await self._publish(force=True)
+
+    def _restart_listing(self, entry: ResourceProgress, restarts: int) -> None:
+        """A 410 without a fresh token: list again from the start, counting from the checkpoint."""
+        if restarts > MAX_LIST_RESTARTS:
+            raise _ResourceAbandoned(
+                f"the list expired (410 Gone) {restarts} times with no continue token to resume from: "
+                "the walk outlasts etcd compaction; retry with a larger pageSize or qps"
+            )
+        log.warning("%s: list expired with no fresh continue token, restart %d", entry.name, restarts)
+        self.progress.rewind(entry)  # drop the page that was cut short; keep committed counts
 
     async def _migrate_targeted(self, entry: ResourceProgress, served: ServedResource) -> None:
         assert self._etcd is not None
@@ -317,15 +364,14 @@ class MigrationRunner:
         if entry.scanned and entry.estimate <= entry.counts.done:
             entry.phase = ResourcePhase.DONE  # the scan found nothing stale: no second walk
             return
+        # The checkpoint starts past the canaries (the first keys), which are already counted.
         after = entry.checkpoint.last_key
-        async for page in stored_objects(
-            self._etcd, served, self._index, self._spec.page_size, after_key=after
-        ):
+        async for page in self._stored(served, self._spec.page_size, after_key=after):
             self._check_stop()
             targets = [
                 RewriteTarget(served, item.stored_key.namespace, item.stored_key.name, str(item.mod_revision))
                 for item in page
-                if item.key not in self._canaried and is_stale(item.stored_format, label)
+                if _needs_rewrite(item, label)
             ]
             await self._rewrite_all(entry, served, targets)
             entry.commit(last_key=page[-1].key)
@@ -357,20 +403,29 @@ class MigrationRunner:
             self._index,
             self._spec.page_size,
             reference_label=self._reference_label,
+            failed=[r.name for r in self.progress.resources if r.phase is ResourcePhase.FAILED],
             should_stop=self._should_stop,
+            root=self._root,
         )
         self._check_stop()
         verification = report.verification()
         self.progress.verification = verification
         if final_mode is Mode.VERIFY_ONLY:
             message = f"verification only: {verification.stale} of {verification.scanned} objects stale"
+            if report.needs_attention:
+                message += "; " + "; ".join(report.needs_attention)
             await self._finish(Phase.SUCCEEDED, message)
         elif verification.result is VerificationResult.VERIFIED:
             await self._finish(
                 Phase.SUCCEEDED, f"verified: all {verification.scanned} objects in the current format"
             )
         else:
-            await self._finish(Phase.FAILED, f"{verification.stale} object(s) still stale after rewriting")
+            # Stale objects, or resources not checked or not migrated: never reported as success.
+            problems = [
+                f"{verification.stale} object(s) still stale after rewriting",
+                *report.needs_attention,
+            ]
+            await self._finish(Phase.FAILED, "; ".join(problems))
 
     # ---- rewriting ----------------------------------------------------------------------------
 
@@ -407,9 +462,8 @@ class MigrationRunner:
             self._learning.add(entry.name)  # one read-back per resource, not one per parallel write
             target = result.target
             try:
-                await self._learn_write_format(
-                    entry, served, object_key(served, self._index, target.namespace, target.name)
-                )
+                key = object_key(served, self._index, target.namespace, target.name, root=self._root)
+                await self._learn_write_format(entry, served, key)
             finally:
                 self._learning.discard(entry.name)
 
@@ -475,35 +529,48 @@ class MigrationRunner:
     # ---- learning the current write format ------------------------------------------------------
 
     async def _learn_reference_format(self) -> None:
-        """Our own CR was just written (status): how etcd holds it is the current default format."""
+        """Our own CR was just written (status): how etcd holds it is the current default format.
+
+        Not finding it means we read the wrong place (another --etcd-prefix, another etcd):
+        every scan would be empty and a run "verified" with nothing rewritten, so stop here.
+        """
         if self._etcd is None or self._canary_key is None:
             return
         found = await read_format(self._etcd, self._canary_key)
-        if found is not None:
-            self._reference_label = write_format_label(found[0])
-            self._note_key_id(found[0].kind, found[0].key_id)
+        if found is None:
+            raise PlanError(
+                f"this StorageMigration is not in etcd at {self._canary_key} (etcd prefix {self._root}): "
+                "the operator reads another prefix or another etcd than the apiserver writes; "
+                "pass the apiserver's --etcd-prefix to the operator (run --etcd-prefix)"
+            )
+        self._reference_label = write_format_label(found[0])
+        self._note_key_id(found[0].kind, found[0].key_id)
 
     async def _learn_by_canary(self, entry: ResourceProgress, served: ServedResource) -> None:
         """Targeted mode: rewrite a few objects of the resource and read back how they are stored now."""
         if entry.write_format is not None or self._etcd is None:
             return
-        pages = stored_objects(self._etcd, served, self._index, CANARY_CANDIDATES)
+        pages = self._stored(served, CANARY_CANDIDATES, after_key=entry.checkpoint.last_key)
         try:
             await self._try_canaries(entry, served, pages)
         finally:
             await pages.aclose()
-            entry.commit()  # canary outcomes are final: keep their counts across a restart
+            # Canary outcomes are final: keep their counts across a restart, and start the walk
+            # after them (they are the first keys), so no canary is written or counted twice.
+            entry.commit(last_key=entry.checkpoint.last_key)
 
     async def _try_canaries(
         self, entry: ResourceProgress, served: ServedResource, pages: AsyncGenerator[list[StoredObject], None]
     ) -> None:
         async for page in pages:
             for item in page:
-                self._canaried.add(item.key)
+                if not is_rewritable(item.stored_format):
+                    continue  # undecodable: the apiserver would answer 500; verification reports it
                 target = RewriteTarget(
                     served, item.stored_key.namespace, item.stored_key.name, str(item.mod_revision)
                 )
                 await self._record(entry, served, await self._rewriter.rewrite(target))
+                entry.checkpoint.last_key = item.key  # committed with the counts by the caller
                 if entry.write_format is not None:
                     return
             return  # only the first few objects: a resource nobody may write is not scanned twice
@@ -567,7 +634,33 @@ class MigrationRunner:
         await self._sink.event("Normal" if phase is Phase.SUCCEEDED else "Warning", phase.value, message)
         progress.phase = phase
         progress.message = message
-        await self._publish(force=True)
+        await self._publish_final()
+
+    async def _publish_final(self) -> None:
+        """The terminal status is the result: retry it, and if it never lands, say so loudly.
+
+        A lost final status would leave the CR mid-phase with no daemon running for it; raising
+        lets the caller (kopf) run the migration again, which resumes from the last checkpoint.
+        """
+        document = to_status(self.progress, utc_now())
+        self._observer.status(self.progress.phase, int(document["totals"]["remaining"]))
+        try:
+            async for attempt in transient_retrying(FINAL_PUBLISH_ATTEMPTS):
+                with attempt:
+                    async with self._publish_lock:
+                        await self._publish_once(document)
+        except (RetryableFailure, ApiError) as error:
+            raise FinalStatusNotPublished(f"cannot store the final status: {error}") from error
+
+    async def _publish_once(self, document: dict[str, Any]) -> None:
+        try:
+            await self._sink.publish(document)
+        except TransportError as error:
+            raise RetryableFailure("ConnectionError", str(error)) from error
+        except ApiError as error:
+            if is_retryable_status(error.status) or error.status == 409:
+                raise RetryableFailure(error.reason, error.message, error.retry_after) from error
+            raise
 
     async def _tick(self) -> None:
         while True:
@@ -590,3 +683,20 @@ class MigrationRunner:
             except (ApiError, TransportError) as error:
                 # Status is best effort: a missed checkpoint only means redoing a page after a crash.
                 log.warning("status update failed (next one in %ss): %s", self._status_interval, error)
+
+
+def _needs_rewrite(item: StoredObject, label: str) -> bool:
+    """Stale and decodable: an undecodable value is reported by verification, never written."""
+    return is_rewritable(item.stored_format) and is_stale(item.stored_format, label)
+
+
+def _list_key(item: dict[str, Any]) -> str:
+    """Where a listed object sorts: lists come in etcd key order, i.e. by namespace/name."""
+    metadata = item.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    name = str(metadata.get("name") or "")
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _after(key: str, checkpoint_key: str | None) -> bool:
+    return checkpoint_key is None or key > checkpoint_key

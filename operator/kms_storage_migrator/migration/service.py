@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import kopf
+
 from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi, TransportError
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
@@ -23,9 +25,14 @@ from kms_storage_migrator.migration.progress import (
     from_status,
     to_status,
 )
-from kms_storage_migrator.migration.runner import MigrationRunner, MigrationStopped, utc_now
+from kms_storage_migrator.migration.runner import (
+    FinalStatusNotPublished,
+    MigrationRunner,
+    MigrationStopped,
+    utc_now,
+)
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
-from kms_storage_migrator.storage.keys import etcd_prefix
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, etcd_prefix
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,8 @@ EVENT_NAMESPACE = "default"
 # A migration that never started waits this long at operator start, so an interrupted one
 # (which already holds progress) takes the single slot first.
 NEW_MIGRATION_HEAD_START = 3.0
+# How long kopf waits before running a migration again whose final status could not be stored.
+FINAL_STATUS_RETRY_DELAY = 30.0
 
 
 @dataclass
@@ -50,6 +59,7 @@ class OperatorContext:
     etcd_config: EtcdConfig | None = None
     etcd: EtcdReader | None = None
     metrics: OperatorMetrics | None = None
+    etcd_prefix: str = DEFAULT_ROOT  # the apiserver's --etcd-prefix: where its keys are in etcd
     slot: asyncio.Lock = field(default_factory=asyncio.Lock)
     running: str | None = None
 
@@ -58,9 +68,9 @@ def status_path(name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/{PLURAL}/{name}/status"
 
 
-def canary_key(name: str) -> str:
+def canary_key(name: str, root: str = DEFAULT_ROOT) -> str:
     """The etcd key of a StorageMigration: its own status writes show the current write format."""
-    return etcd_prefix(GROUP, PLURAL, {(GROUP, PLURAL): False}) + name
+    return etcd_prefix(GROUP, PLURAL, {(GROUP, PLURAL): False}, root=root.rstrip("/") or DEFAULT_ROOT) + name
 
 
 class CustomResourceSink:
@@ -145,22 +155,29 @@ async def run_migration(
                 sink,
                 etcd=context.etcd,
                 observer=context.metrics.for_migration(name) if context.metrics else None,
-                canary_key=canary_key(name),
+                canary_key=canary_key(name, context.etcd_prefix),
                 should_stop=should_stop,
                 generation=generation,
+                etcd_prefix=context.etcd_prefix,
             )
             await runner.run()
         except MigrationStopped as reason:
             log.info("migration %s stopped: %s", name, reason)
+        except FinalStatusNotPublished as error:
+            # kopf runs the daemon again; the migration resumes from its last stored checkpoint.
+            raise kopf.TemporaryError(str(error), delay=FINAL_STATUS_RETRY_DELAY) from error
         finally:
             context.running = None
 
 
 async def _wait_pending(sink: CustomResourceSink, progress: MigrationProgress, running: str | None) -> None:
-    progress.phase = Phase.PENDING
-    progress.message = (
-        f"waiting for StorageMigration {running or 'another'} to finish: one migration runs at a time"
-    )
+    waiting = f"waiting for StorageMigration {running or 'another'} to finish: one migration runs at a time"
+    if progress.phase is Phase.PENDING:
+        progress.message = waiting
+    else:
+        # An interrupted migration keeps its phase: the phase says where to resume (a Pending
+        # one would scan and send canaries again, and count them twice).
+        progress.message = f"interrupted in phase {progress.phase.value}; {waiting}"
     await sink.publish(to_status(progress, utc_now()))
     await sink.event("Normal", "Pending", progress.message)
 

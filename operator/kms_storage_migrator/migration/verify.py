@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from kms_storage_migrator.migration.discovery import ServedResource
-from kms_storage_migrator.migration.plan import StaleTally, is_stale
+from kms_storage_migrator.migration.plan import StaleTally, is_rewritable, is_stale
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
 from kms_storage_migrator.storage.etcd import EtcdReader
 from kms_storage_migrator.storage.formats import StoredFormat, classify
@@ -39,8 +39,15 @@ def resource_index(resources: Sequence[ServedResource]) -> ResourceIndex:
     return {(r.group, r.resource): r.namespaced for r in resources}
 
 
-def object_key(resource: ServedResource, index: ResourceIndex, namespace: str | None, name: str) -> str:
-    prefix = etcd_prefix(resource.group, resource.resource, index)
+def object_key(
+    resource: ServedResource,
+    index: ResourceIndex,
+    namespace: str | None,
+    name: str,
+    *,
+    root: str = DEFAULT_ROOT,
+) -> str:
+    prefix = etcd_prefix(resource.group, resource.resource, index, root=root)
     return f"{prefix}{namespace}/{name}" if resource.namespaced and namespace else f"{prefix}{name}"
 
 
@@ -51,18 +58,22 @@ async def stored_objects(
     page_size: int,
     *,
     after_key: str | None = None,
+    root: str = DEFAULT_ROOT,
 ) -> AsyncGenerator[list[StoredObject], None]:
-    """Pages of one resource's rewritable objects, in key order, optionally after ``after_key``."""
-    prefix = etcd_prefix(resource.group, resource.resource, index)
-    async for page in reader.scan(prefix, page_size):
+    """Pages of one resource's rewritable objects, in key order, optionally after ``after_key``.
+
+    ``root`` is the apiserver's ``--etcd-prefix``. Resuming after a key is etcd's job (the range
+    starts there), so a resumed walk does not read the keys it has already done.
+    """
+    prefix = etcd_prefix(resource.group, resource.resource, index, root=root)
+    start_after = after_key.encode() if after_key is not None else None
+    async for page in reader.scan(prefix, page_size, start_after=start_after):
         batch = []
         for entry in page:
-            key = entry.key.decode("utf-8", errors="replace")
-            if after_key is not None and key <= after_key:
-                continue
-            stored_key = parse_key(entry.key, index)
+            stored_key = parse_key(entry.key, index, root=root)
             if not stored_key.rewritable:
                 continue
+            key = entry.key.decode("utf-8", errors="replace")
             batch.append(StoredObject(key, stored_key, classify(entry.value), entry.mod_revision))
         if batch:
             yield batch
@@ -82,13 +93,35 @@ class VerificationReport:
     stale_by_resource: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     unreferenced: list[str] = field(default_factory=list)  # resources with no known write format
+    failed: list[str] = field(default_factory=list)  # resources the migration gave up on
+    undecodable: int = 0  # values in no known format: never rewritten, need a human
+    undecodable_examples: list[str] = field(default_factory=list)  # key names only
     internal_stale: int = 0  # keys no API can rewrite (ranges, masterleases) not in the current format
 
-    def verification(self) -> Verification:
-        result = VerificationResult.STALE_FOUND if self.tally.stale else VerificationResult.VERIFIED
-        notes = [f"scanned {self.tally.scanned} keys, {self.tally.stale} stale"]
+    @property
+    def needs_attention(self) -> list[str]:
+        """Why the result cannot be Verified although nothing counted as stale."""
+        reasons = []
         if self.unreferenced:
-            notes.append("not checked (write format unknown): " + ", ".join(self.unreferenced[:5]))
+            reasons.append("not checked (write format unknown): " + _names(self.unreferenced))
+        if self.failed:
+            reasons.append("not migrated (resource failed): " + _names(self.failed))
+        if self.undecodable:
+            reasons.append(
+                f"{self.undecodable} value(s) in no known format, not rewritten, e.g. "
+                + ", ".join(self.undecodable_examples[:3])
+            )
+        return reasons
+
+    def verification(self) -> Verification:
+        if self.tally.stale:
+            result = VerificationResult.STALE_FOUND
+        elif self.needs_attention:
+            # Nothing stale among what was checked, but not everything was checked or migrated.
+            result = VerificationResult.UNVERIFIED
+        else:
+            result = VerificationResult.VERIFIED
+        notes = [f"scanned {self.tally.scanned} keys, {self.tally.stale} stale", *self.needs_attention]
         if self.internal_stale:
             notes.append(
                 f"{self.internal_stale} apiserver-internal keys (ranges, masterleases) in an older format: "
@@ -106,22 +139,32 @@ async def verify_resources(
     page_size: int,
     *,
     reference_label: str | None,
+    failed: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
+    root: str = DEFAULT_ROOT,
 ) -> VerificationReport:
-    """Scan every selected resource and count what is not in its current write format."""
-    report = VerificationReport()
+    """Scan every selected resource and count what is not in its current write format.
+
+    ``failed`` names resources the migration gave up on: they are scanned like the others,
+    and the report is never Verified while any is listed.
+    """
+    report = VerificationReport(failed=list(failed))
     for resource, label in resources:
         expected = label or reference_label
         if expected is None:
             report.unreferenced.append(resource.name)
             continue
         stale = 0
-        async for page in stored_objects(reader, resource, index, page_size):
+        async for page in stored_objects(reader, resource, index, page_size, root=root):
             if should_stop():
                 return report
             for item in page:
                 report.tally.scanned += 1
-                if is_stale(item.stored_format, expected):
+                if not is_rewritable(item.stored_format):
+                    report.undecodable += 1
+                    if len(report.undecodable_examples) < MAX_EXAMPLES:
+                        report.undecodable_examples.append(f"{resource.name} {_display(item.stored_key)}")
+                elif is_stale(item.stored_format, expected):
                     stale += 1
                     if len(report.examples) < MAX_EXAMPLES:
                         report.examples.append(
@@ -130,16 +173,21 @@ async def verify_resources(
         report.tally.stale += stale
         report.stale_by_resource[resource.name] = stale
     if reference_label is not None:
-        report.internal_stale = await _internal_stale(reader, reference_label, page_size)
+        report.internal_stale = await _internal_stale(reader, reference_label, page_size, root)
     return report
 
 
-async def _internal_stale(reader: EtcdReader, reference_label: str, page_size: int) -> int:
+async def _internal_stale(reader: EtcdReader, reference_label: str, page_size: int, root: str) -> int:
     stale = 0
     for location in NOT_REWRITABLE_LOCATIONS:
-        async for page in reader.scan(f"{DEFAULT_ROOT}/{location}/", page_size):
+        async for page in reader.scan(f"{root}/{location}/", page_size):
             stale += sum(1 for entry in page if is_stale(classify(entry.value), reference_label))
     return stale
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _display(stored_key: StoredKey) -> str:
