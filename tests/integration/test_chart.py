@@ -104,8 +104,13 @@ def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules()
         {"apiGroups": ["*"], "resources": ["*"], "verbs": ["list", "patch"]},
         {
             "apiGroups": ["kms-storage-migrator.io"],
-            "resources": ["storagemigrations", "storagemigrations/status"],
-            "verbs": ["get", "list", "watch", "patch", "update"],
+            "resources": ["storagemigrations"],
+            "verbs": ["list", "watch", "patch"],
+        },
+        {
+            "apiGroups": ["kms-storage-migrator.io"],
+            "resources": ["storagemigrations/status"],
+            "verbs": ["patch"],
         },
     ]
 
