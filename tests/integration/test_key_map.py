@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from kms_storage_migrator.devcluster.cluster import DevCluster
+from kms_storage_migrator.devcluster.seed import crd_manifest
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.keys import (
     NOT_REWRITABLE_LOCATIONS,
@@ -213,26 +214,7 @@ STUBS: list[Stub] = [
         "CustomResourceDefinition",
         "customresourcedefinitions",
         "keymaps.inv.example.com",
-        lambda: {
-            "spec": {
-                "group": "inv.example.com",
-                "scope": "Namespaced",
-                "names": {"plural": "keymaps", "kind": "KeyMap"},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
-                    }
-                ],
-            }
-        },
+        lambda: {"spec": crd_manifest("inv.example.com", "keymaps", "KeyMap", "Namespaced")["spec"]},
     ),
     (
         "apiregistration.k8s.io/v1",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kms_storage_migrator.devcluster.cluster import DevCluster
+from kms_storage_migrator.devcluster.seed import crd_manifest
 from kms_storage_migrator.inventory.counts import Inventory
 from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.scan import crd_index_from_etcd, iter_classified, iter_stale
@@ -51,26 +52,7 @@ def row(document: dict[str, Any], group: str, resource: str) -> dict[str, Any]:
 
 
 def crd(plural: str, kind: str, scope: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": scope,
-            "names": {"plural": plural, "kind": kind},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
+    return crd_manifest(GROUP, plural, kind, scope)
 
 
 def create_objects(

@@ -31,33 +31,35 @@ NAMESPACED_KINDS = (
 )
 
 
-def custom_resource_definitions() -> list[dict[str, Any]]:
-    def crd(plural: str, kind: str, scope: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{plural}.{SEED_GROUP}"},
-            "spec": {
-                "group": SEED_GROUP,
-                "scope": scope,
-                "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            }
-                        },
-                    }
-                ],
-            },
-        }
+def crd_manifest(group: str, plural: str, kind: str, scope: str) -> dict[str, Any]:
+    """A CustomResourceDefinition with one served, stored version ``v1`` that accepts any content."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": scope,
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
 
-    return [crd("gadgets", "Gadget", "Namespaced"), crd("regions", "Region", "Cluster")]
+
+def custom_resource_definitions() -> list[dict[str, Any]]:
+    return [
+        crd_manifest(SEED_GROUP, "gadgets", "Gadget", "Namespaced"),
+        crd_manifest(SEED_GROUP, "regions", "Region", "Cluster"),
+    ]
 
 
 def seed_objects(count: int, namespaces: int) -> Iterator[dict[str, Any]]:
