@@ -28,6 +28,10 @@ METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kms-storage-migrator"
+# Prometheus text format first: the apiserver would otherwise offer protobuf or OpenMetrics.
+TEXT_ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"
+# The apiserver's /metrics is a few MB even on big clusters; beyond this something is wrong.
+MAX_TEXT_RESPONSE_BYTES = 32 * 1024 * 1024
 # The in-cluster token is rotated by the kubelet; re-reading it this often keeps it valid
 # (and a 401 forces a re-read before the next request, see KubeApi.request).
 TOKEN_REREAD_SECONDS = 60.0
@@ -124,10 +128,40 @@ class TransportError(Exception):
     """The request did not get an HTTP answer (connection refused, reset, timeout)."""
 
 
+class ResponseTooLarge(TransportError):
+    """The answer was longer than the caller allowed; the rest was not read."""
+
+
 @dataclass(frozen=True)
 class ApiResponse:
     status: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _RawReply:
+    status: int
+    text: str
+
+
+async def _read_text(reply: aiohttp.ClientResponse, max_bytes: int | None, what: str) -> str:
+    """The body as text, refusing to hold more than ``max_bytes`` of it."""
+    if max_bytes is None:
+        return await reply.text()
+    declared = reply.content_length
+    if declared is not None and declared > max_bytes:
+        raise ResponseTooLarge(f"{what}: answer of {declared} bytes is over the {max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in reply.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResponseTooLarge(f"{what}: answer is over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode(reply.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know: the metrics text is ASCII anyway
+        return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -195,28 +229,54 @@ class KubeApi:
         accept: str = "application/json",
     ) -> ApiResponse:
         """Send one request; raise :class:`ApiError` on a non-2xx answer, :class:`TransportError` on none."""
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+        reply = await self._send(
+            method, path, params=params, data=data, content_type=content_type, accept=accept, max_bytes=None
+        )
+        return ApiResponse(reply.status, _decode(reply.text))
+
+    async def get_text(
+        self, path: str, *, accept: str = TEXT_ACCEPT, max_bytes: int = MAX_TEXT_RESPONSE_BYTES
+    ) -> str:
+        """GET a non-JSON endpoint (``/metrics``, ``/livez?verbose``) as text.
+
+        Same credentials, TLS and error types as :meth:`request`; a body longer than
+        ``max_bytes`` raises :class:`ResponseTooLarge` instead of filling memory.
+        """
+        return (await self._send("GET", path, accept=accept, max_bytes=max_bytes)).text
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        accept: str,
+        max_bytes: int | None,
+        params: Mapping[str, str] | None = None,
+        data: str | None = None,
+        content_type: str | None = None,
+    ) -> _RawReply:
         if self._session is None:
             raise RuntimeError("KubeApi used outside 'async with'")
         headers = {"Accept": accept, **await self._authorization()}
-        data = None
-        if body is not None:
+        if data is not None:
             headers["Content-Type"] = content_type or "application/json"
-            data = json.dumps(body)
         url = self.credentials.server + path
         try:
             async with self._session.request(method, url, params=params, data=data, headers=headers) as reply:
-                text = await reply.text()
+                text = await _read_text(reply, max_bytes, f"{method} {path}")
                 status = reply.status
                 retry_after = parse_retry_after(reply.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as error:
             raise TransportError(f"{method} {path}: {type(error).__name__}: {error}") from error
-        document = _decode(text)
         if status >= 300:
             if status == 401:
                 # The kubelet may have rotated the token: the retry must not wait 60 s for a re-read.
                 self._token_stale = True
-            raise api_error(status, document, retry_after)
-        return ApiResponse(status, document)
+            raise api_error(status, _decode(text), retry_after)
+        return _RawReply(status, text)
 
     async def get_json(self, path: str) -> dict[str, Any]:
         return (await self.request("GET", path)).body
