@@ -8,10 +8,15 @@ it writes to the apiserver, and nothing here waits for pods to become ready.
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -399,3 +404,108 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
         ("CustomResourceDefinition", "", CRD_NAME),
         ("APIService", "", "v1alpha1.kms-storage-migrator.io"),
     }
+
+
+# --- API Priority and Fairness ---------------------------------------------------------------
+
+FLOW_CONTROL_VALUES = ("--set", "flowControl.enabled=true")
+
+
+def test_etcd_prefix_value_reaches_the_operator_only_with_etcd_access() -> None:
+    default = container(render(*ETCD_VALUES))["args"]
+    assert "--etcd-prefix=/registry" in default
+    custom = container(render(*ETCD_VALUES, "--set", "etcd.prefix=/clusters/a"))["args"]
+    assert "--etcd-prefix=/clusters/a" in custom
+    assert build_parser().parse_args(custom).etcd_prefix == "/clusters/a"
+    # Without etcd access the prefix means nothing to the operator: no flag at all.
+    assert not [a for a in container(render("--set", "etcd.prefix=/x"))["args"] if a.startswith("--etcd")]
+    refused = helm(
+        "template", RELEASE, str(CHART), *ETCD_VALUES, "--set", "etcd.prefix=registry", check=False
+    )
+    assert refused.returncode != 0
+    assert "/etcd/prefix" in refused.stderr
+
+
+def test_flow_control_objects_are_rendered_only_when_enabled() -> None:
+    kinds = {document["kind"] for document in render()}
+    assert not kinds & {"FlowSchema", "PriorityLevelConfiguration"}
+    documents = render(*FLOW_CONTROL_VALUES, "--set", "flowControl.nominalConcurrencyShares=7")
+    level = only(documents, "PriorityLevelConfiguration")
+    assert level["metadata"]["name"] == NAME
+    assert level["spec"]["limited"]["nominalConcurrencyShares"] == 7
+    # The migration's share is a ceiling: it neither lends nor borrows.
+    assert level["spec"]["limited"]["borrowingLimitPercent"] == 0
+    schema = only(documents, "FlowSchema")
+    assert schema["spec"]["priorityLevelConfiguration"]["name"] == NAME
+    assert schema["spec"]["rules"][0]["subjects"] == [
+        {"kind": "ServiceAccount", "serviceAccount": {"name": NAME, "namespace": NAMESPACE}}
+    ]
+    refused = helm(
+        "template", RELEASE, str(CHART), *FLOW_CONTROL_VALUES, "--set", "flowControl.handSize=20", check=False
+    )
+    assert refused.returncode != 0
+    assert "/flowControl/handSize" in refused.stderr
+
+
+def _priority_level_of_a_request(cluster: DevCluster, token: str) -> tuple[str, str]:
+    """The (FlowSchema uid, PriorityLevel uid) the apiserver's APF put a request of ``token`` in.
+
+    Read from the headers every APF-classified response carries: the apiserver's own answer, not
+    the chart's intent.
+    """
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]
+    context = ssl.create_default_context()
+    if "certificate-authority-data" in admin:
+        with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca:
+            ca.write(base64.b64decode(admin["certificate-authority-data"]))
+            ca.flush()
+            context.load_verify_locations(ca.name)
+    else:
+        context.load_verify_locations(admin["certificate-authority"])
+    request = urllib.request.Request(
+        admin["server"] + "/api/v1/namespaces/default/configmaps?limit=1",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as error:  # 403 still went through APF: its headers count
+        headers = error.headers
+    return headers["X-Kubernetes-PF-FlowSchema-UID"], headers["X-Kubernetes-PF-PriorityLevel-UID"]
+
+
+def _uid(cluster: DevCluster, kind: str, name: str) -> str:
+    return str(json.loads(cluster.kubectl("get", kind, name, "-o", "json"))["metadata"]["uid"])
+
+
+@pytest.mark.integration
+def test_flow_control_puts_the_operators_requests_in_its_own_priority_level(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    cluster = make_cluster(encryption="kms")
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    token = cluster.kubectl("create", "token", NAME, "--namespace", NAMESPACE).strip()
+    # Without the option: the built-in service-accounts schema, priority level workload-low, as
+    # docs/install.md says.
+    assert _priority_level_of_a_request(cluster, token) == (
+        _uid(cluster, "flowschema", "service-accounts"),
+        _uid(cluster, "prioritylevelconfiguration", "workload-low"),
+    )
+    helm(
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        *FLOW_CONTROL_VALUES,
+        kubeconfig=cluster.kubeconfig,
+    )
+    expected = (_uid(cluster, "flowschema", NAME), _uid(cluster, "prioritylevelconfiguration", NAME))
+    # The APF configuration controller applies new schemas within seconds: bounded wait.
+    deadline = time.monotonic() + 60
+    while (seen := _priority_level_of_a_request(cluster, token)) != expected and time.monotonic() < deadline:
+        time.sleep(1)
+    assert seen == expected
+    helm("uninstall", RELEASE, "--namespace", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    assert cluster.kubectl("get", "flowschema,prioritylevelconfiguration", NAME, "--ignore-not-found") == ""
