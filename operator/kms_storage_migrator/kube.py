@@ -9,17 +9,22 @@ async. Lists and patch responses ask for ``PartialObjectMetadata`` so decrypted 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import json
+import logging
 import re
 import ssl
+import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from kubernetes import client, config
+from kubernetes.config import kube_config
 
 from kms_storage_migrator.errors import UserError
 
@@ -35,6 +40,12 @@ MAX_TEXT_RESPONSE_BYTES = 32 * 1024 * 1024
 # The in-cluster token is rotated by the kubelet; re-reading it this often keeps it valid
 # (and a 401 forces a re-read before the next request, see KubeApi.request).
 TOKEN_REREAD_SECONDS = 60.0
+# A token with an expiry is replaced this long before it (or a quarter of its lifetime, if that
+# is shorter), so no request is sent with a token about to lapse.
+EXPIRY_MARGIN_SECONDS = 30.0
+EXPIRY_MARGIN_FRACTION = 0.25
+# A source that gave nothing new (a failing exec plugin) is not asked again sooner than this.
+REFRESH_HOLD_SECONDS = 5.0
 # Longest apiserver message kept on an ApiError (it may end up in status and events).
 MAX_ERROR_MESSAGE = 300
 # Status reasons whose message the apiserver writes itself from names, not object content.
@@ -52,6 +63,20 @@ SAFE_MESSAGE_REASONS = frozenset(
 )
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    """A bearer token and when it stops working (Unix time; None when nobody said)."""
+
+    value: str = field(repr=False)
+    expires_at: float | None = None
+
+
+# Blocking (reads a file, runs an exec plugin); None when the source holds no token.
+TokenSource = Callable[[], "BearerToken | None"]
+
 
 @dataclass(frozen=True)
 class ApiCredentials:
@@ -61,12 +86,103 @@ class ApiCredentials:
     ca_path: str | None = None
     certificate_path: str | None = None
     private_key_path: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     token_path: str | None = None
     insecure: bool = False
+    token_expires_at: float | None = None
+    # How to get a fresh token: re-run the kubeconfig's exec plugin or OIDC refresh, re-read a
+    # token file. None: the token is fixed.
+    token_source: TokenSource | None = field(default=None, repr=False, compare=False)
+    # Ask the source at least this often, even before expiry (the kubelet rotates files early).
+    reread_seconds: float | None = None
 
     def describe(self) -> str:
         return self.server
+
+    def fetch_token(self) -> BearerToken | None:
+        """A fresh token from the source, blocking (kopf's sync login handler may call it)."""
+        if self.token_source is None:
+            return BearerToken(self.token, self.token_expires_at) if self.token else None
+        return self.token_source()
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (OIDC id-tokens, ServiceAccount tokens), unverified; else None.
+
+    Only used to schedule a refresh: the apiserver still judges the token.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError all are
+        return None
+    expiry = payload.get("exp") if isinstance(payload, dict) else None
+    if isinstance(expiry, bool) or not isinstance(expiry, int | float):
+        return None
+    return float(expiry)
+
+
+def refresh_due(
+    expires_at: float | None, obtained_at: float, now: float, reread_seconds: float | None
+) -> bool:
+    """Whether a token obtained at ``obtained_at`` should be replaced before the next request."""
+    if reread_seconds is not None and now - obtained_at >= reread_seconds:
+        return True
+    if expires_at is None:
+        return False
+    lifetime = max(0.0, expires_at - obtained_at)
+    return now >= expires_at - min(EXPIRY_MARGIN_SECONDS, lifetime * EXPIRY_MARGIN_FRACTION)
+
+
+def _bearer_token(configuration: client.Configuration, expiry: Any = None) -> BearerToken | None:
+    api_key = configuration.api_key or {}
+    authorization = api_key.get("authorization") or api_key.get("BearerToken")
+    if not authorization:
+        return None
+    value = str(authorization).removeprefix("Bearer ").strip()
+    # An exec plugin's status.expirationTimestamp (parsed by the loader), else the JWT's own.
+    expires_at = expiry.timestamp() if isinstance(expiry, datetime.datetime) else jwt_expiry(value)
+    return BearerToken(value, expires_at)
+
+
+class _KubeconfigAuthentication:
+    """Runs the kubeconfig's authentication again: exec plugin, OIDC refresh, tokenFile read.
+
+    The ``kubernetes`` loader does the work; it refreshes on its own only when the old token is
+    past expiry, so a 401 (a revoked token, one without expiry) would never reach it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        merger = kube_config.KubeConfigMerger(str(path))
+        if merger.config is None:
+            raise config.ConfigException("no configuration found in the file")
+        # Persisting keeps the loader's behaviour: a refreshed OIDC token is written back.
+        self._loader = kube_config.KubeConfigLoader(
+            config_dict=merger.config, config_base_path=None, config_persister=merger.save_changes
+        )
+        self._lock = threading.Lock()  # the loader is not thread-safe; kopf's login runs in a thread
+
+    def load(self) -> tuple[client.Configuration, BearerToken | None]:
+        with self._lock:
+            configuration = client.Configuration()
+            self._loader.load_and_set(configuration)
+            return configuration, _bearer_token(configuration, getattr(self._loader, "expiry", None))
+
+    def __call__(self) -> BearerToken | None:
+        return self.load()[1]
+
+
+class _TokenFile:
+    """The in-cluster ServiceAccount token, rotated in place by the kubelet."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __call__(self) -> BearerToken | None:
+        value = self._path.read_text().strip()
+        return BearerToken(value, jwt_expiry(value)) if value else None
 
 
 def load_credentials(kubeconfig: Path | None) -> ApiCredentials:
@@ -74,34 +190,93 @@ def load_credentials(kubeconfig: Path | None) -> ApiCredentials:
 
     Blocking (the loaders read files and may run exec plugins): call it once at startup.
     """
-    configuration = client.Configuration()
+    source: TokenSource
     try:
         if kubeconfig is not None:
             if not kubeconfig.is_file():
                 raise UserError(f"--kubeconfig {kubeconfig}: no such file")
-            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-            token_path = None
+            authentication = _KubeconfigAuthentication(kubeconfig)
+            configuration, token = authentication.load()
+            source, token_path, reread = authentication, None, None
         else:
+            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
             token_path = str(SERVICE_ACCOUNT_DIR / "token")
+            token = _bearer_token(configuration)
+            source, reread = _TokenFile(Path(token_path)), TOKEN_REREAD_SECONDS
     except config.ConfigException as error:
-        source = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
-        raise UserError(f"cannot load Kubernetes credentials from {source}: {error}") from error
-    authorization = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get(
-        "BearerToken"
-    )
-    token = None
-    if authorization:
-        token = authorization.removeprefix("Bearer ").strip()
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
+        raise UserError(f"cannot load Kubernetes credentials from {where}: {error}") from error
     return ApiCredentials(
         server=configuration.host.rstrip("/"),
         ca_path=configuration.ssl_ca_cert,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
-        token=token,
+        token=token.value if token else None,
         token_path=token_path,
         insecure=not configuration.verify_ssl,
+        token_expires_at=token.expires_at if token else None,
+        token_source=source,
+        reread_seconds=reread,
     )
+
+
+class _TokenKeeper:
+    """The token requests carry, refreshed before expiry and after a 401, one refresh at a time.
+
+    A 401 condemns only the token that request carried (its generation): forty requests
+    rejected together cause one refresh, not forty.
+    """
+
+    def __init__(self, credentials: ApiCredentials) -> None:
+        self._source = credentials.token_source
+        self._reread_seconds = credentials.reread_seconds
+        self._token = (
+            BearerToken(credentials.token, credentials.token_expires_at) if credentials.token else None
+        )
+        self._obtained_at = time.time()
+        self._generation = 0
+        self._rejected_generation = -1
+        self._hold_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> tuple[str | None, int]:
+        if self._needs_refresh(time.time()):
+            async with self._lock:
+                if self._needs_refresh(time.time()):
+                    await self._refresh()
+        return (self._token.value if self._token else None), self._generation
+
+    def rejected(self, generation: int) -> None:
+        """The apiserver answered 401 to a request that carried token ``generation``."""
+        self._rejected_generation = max(self._rejected_generation, generation)
+
+    def _needs_refresh(self, now: float) -> bool:
+        if self._source is None or now < self._hold_until:
+            return False
+        if self._rejected_generation == self._generation:
+            return True
+        expires_at = self._token.expires_at if self._token else None
+        return refresh_due(expires_at, self._obtained_at, now, self._reread_seconds)
+
+    async def _refresh(self) -> None:
+        assert self._source is not None
+        try:
+            token = await asyncio.to_thread(self._source)
+        except Exception as error:  # a failing plugin or file must not fail requests the old token may pass
+            logger.warning("cannot refresh the API token (keeping the current one): %s", str(error)[:200])
+            token = None
+        now = time.time()
+        if token is None or token == self._token:
+            # Nothing new (a broken exec plugin leaves the loader's old token): do not ask again
+            # on every request.
+            self._hold_until = now + REFRESH_HOLD_SECONDS
+            if token is not None:
+                self._obtained_at = now
+            return
+        self._token = token
+        self._obtained_at = now
+        self._generation += 1
 
 
 class ApiError(Exception):
@@ -191,9 +366,7 @@ class KubeApi:
         self.credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._token = credentials.token
-        self._token_read_at = time.monotonic()
-        self._token_stale = False  # set by a 401: re-read the token file before the next request
+        self._tokens = _TokenKeeper(credentials)
 
     async def __aenter__(self) -> KubeApi:
         # Building the SSL context reads certificate files: keep it off the event loop.
@@ -209,14 +382,6 @@ class KubeApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def _authorization(self) -> dict[str, str]:
-        path = self.credentials.token_path
-        if path and (self._token_stale or time.monotonic() - self._token_read_at > TOKEN_REREAD_SECONDS):
-            self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
-            self._token_read_at = time.monotonic()
-            self._token_stale = False
-        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     async def request(
         self,
@@ -260,7 +425,10 @@ class KubeApi:
     ) -> _RawReply:
         if self._session is None:
             raise RuntimeError("KubeApi used outside 'async with'")
-        headers = {"Accept": accept, **await self._authorization()}
+        token, generation = await self._tokens.current()
+        headers = {"Accept": accept}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         if data is not None:
             headers["Content-Type"] = content_type or "application/json"
         url = self.credentials.server + path
@@ -273,8 +441,8 @@ class KubeApi:
             raise TransportError(f"{method} {path}: {type(error).__name__}: {error}") from error
         if status >= 300:
             if status == 401:
-                # The kubelet may have rotated the token: the retry must not wait 60 s for a re-read.
-                self._token_stale = True
+                # Rotated, revoked or expired early: the retry carries a fresh token.
+                self._tokens.rejected(generation)
             raise api_error(status, _decode(text), retry_after)
         return _RawReply(status, text)
 
