@@ -17,6 +17,7 @@ import re
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ SAFE_MESSAGE_REASONS = frozenset(
         "MethodNotAllowed",
     }
 )
+# kubectl apply stores the whole applied manifest here, so a Secret's data comes along with its
+# metadata (issue 10). Nothing this operator does needs it: it is dropped as soon as parsed.
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 logger = logging.getLogger(__name__)
@@ -367,6 +371,9 @@ class KubeApi:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._tokens = _TokenKeeper(credentials)
+        # Objects per request path that carried a last-applied annotation (dropped at parse):
+        # what a preflight or scan can warn about without ever holding the annotation itself.
+        self.last_applied_dropped: Counter[str] = Counter()
 
     async def __aenter__(self) -> KubeApi:
         # Building the SSL context reads certificate files: keep it off the event loop.
@@ -400,7 +407,11 @@ class KubeApi:
         reply = await self._send(
             method, path, params=params, data=data, content_type=content_type, accept=accept, max_bytes=None
         )
-        return ApiResponse(reply.status, _decode(reply.text))
+        status, document, dropped = reply.status, *_decode(reply.text)
+        del reply  # its text still holds the bytes just dropped from the document
+        if dropped:
+            self.last_applied_dropped[path] += dropped
+        return ApiResponse(status, document)
 
     async def get_text(
         self, path: str, *, accept: str = TEXT_ACCEPT, max_bytes: int = MAX_TEXT_RESPONSE_BYTES
@@ -443,7 +454,7 @@ class KubeApi:
             if status == 401:
                 # Rotated, revoked or expired early: the retry carries a fresh token.
                 self._tokens.rejected(generation)
-            raise api_error(status, _decode(text), retry_after)
+            raise api_error(status, _decode(text)[0], retry_after)
         return _RawReply(status, text)
 
     async def get_json(self, path: str) -> dict[str, Any]:
@@ -474,14 +485,33 @@ class KubeApi:
         await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
 
 
-def _decode(text: str) -> dict[str, Any]:
+def _decode(text: str) -> tuple[dict[str, Any], int]:
+    """The JSON document, already without last-applied annotations, and how many were dropped."""
     if not text:
-        return {}
+        return {}, 0
     try:
         document = json.loads(text)
     except ValueError:
-        return {}  # not a Status (a proxy's error page): nothing we can safely keep
-    return document if isinstance(document, dict) else {}
+        return {}, 0  # not a Status (a proxy's error page): nothing we can safely keep
+    if not isinstance(document, dict):
+        return {}, 0
+    return document, drop_last_applied(document)
+
+
+def drop_last_applied(document: dict[str, Any]) -> int:
+    """Remove the last-applied annotation from an object or each item of a list, in place.
+
+    Only that one annotation goes: the engine's writes never send annotations, so what is
+    stored cannot change. Returns how many objects carried it.
+    """
+    items = document.get("items")
+    dropped = 0
+    for candidate in [document, *(items if isinstance(items, list) else [])]:
+        metadata = candidate.get("metadata") if isinstance(candidate, dict) else None
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if isinstance(annotations, dict) and annotations.pop(LAST_APPLIED_ANNOTATION, None) is not None:
+            dropped += 1
+    return dropped
 
 
 def api_error(status: int, document: Mapping[str, Any], retry_after: float | None = None) -> ApiError:
