@@ -9,6 +9,7 @@ round goes on, bounded, until each live identity has answered once. RBAC: ``list
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 LEASES_PATH: Final = f"/apis/coordination.k8s.io/v1/namespaces/{IDENTITY_NAMESPACE}/leases"
 METRICS_PATH: Final = "/metrics"
+# A readiness check runs the KMS v2 health check, which calls Status when the last answer is
+# over 20 s old: the same poll the apiserver makes every 60 s, so it switches keys sooner.
+READYZ_PATH: Final = "/readyz"
 SCRAPE_TIMEOUT_SECONDS: Final = 15.0
 DEFAULT_POLL_SECONDS: Final = 5.0
 # Round-robin balancing answers each of N apiservers in N connections; random choice needs
@@ -87,11 +91,17 @@ async def list_identities(api: KubeApi) -> list[ApiserverIdentity]:
 
 
 async def scrape_round(
-    connect: MetricsConnector, wanted: Collection[str], *, max_scrapes: int | None = None
+    connect: MetricsConnector,
+    wanted: Collection[str],
+    *,
+    max_scrapes: int | None = None,
+    nudge: bool = False,
 ) -> ScrapeRound:
     """Scrape over fresh connections until every id hash in ``wanted`` answered, or the bound.
 
     With nothing wanted (no live Lease), one scrape still shows what the apiserver reports.
+    ``nudge`` first GETs /readyz on the same connection (so the same apiserver), which makes it
+    poll its KMS Status now if its last poll is over 20 s old, as a kubelet probe would.
     """
     bound = max_scrapes or SCRAPES_PER_APISERVER * max(1, len(wanted)) + 2
     answers: dict[str, list[ApiserverKeys]] = {}
@@ -101,6 +111,8 @@ async def scrape_round(
         scrapes += 1
         try:
             async with connect() as reader:
+                if nudge:
+                    await _nudge(reader)
                 text = await reader.get_text(METRICS_PATH)
         except ApiError as error:
             if error.status == 403:
@@ -122,6 +134,12 @@ async def scrape_round(
     return ScrapeRound(answers, scrapes, failures=tuple(dict.fromkeys(failures))[:MAX_FAILURE_NOTES])
 
 
+async def _nudge(reader: MetricsReader) -> None:
+    # Unready (503/500) or refused is fine: the check ran, or the scrape says what is wrong.
+    with contextlib.suppress(ApiError):
+        await reader.get_text(READYZ_PATH)
+
+
 async def assess_once(
     api: KubeApi,
     started_at: float,
@@ -129,11 +147,13 @@ async def assess_once(
     connect: MetricsConnector | None = None,
     stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
     clock: Callable[[], float] = time.time,
+    nudge: bool = False,
 ) -> GateResult:
     """One look: live identities, one scrape round, the verdict."""
     identities = await list_identities(api)
     live = live_identities(identities, datetime.fromtimestamp(clock(), UTC), stale_after_seconds)
-    found = await scrape_round(connect or fresh_connections(api.credentials), [i.id_hash for i in live])
+    wanted = [identity.id_hash for identity in live]
+    found = await scrape_round(connect or fresh_connections(api.credentials), wanted, nudge=nudge)
     result = assess(live, found.answers, started_at, metrics_forbidden=found.forbidden)
     if isinstance(result, Waiting) and found.failures:
         failed = "; ".join(found.failures)
@@ -153,20 +173,27 @@ async def wait_for_convergence(
     stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    nudge: bool = False,
 ) -> GateResult:
     """Look every ``poll_seconds`` until Converged or NoMetricsAccess, at most ``timeout_seconds``.
 
     Returns the verdict; a :class:`Waiting` comes back only when the time ran out and says
     who still lags. ``on_progress`` gets every verdict (for status and events). Transient API
     errors count as Waiting and are retried; a missing permission to list Leases raises
-    :class:`ConvergenceError`.
+    :class:`ConvergenceError`. ``nudge``: see :func:`scrape_round` (opt-in: it makes the
+    apiservers poll their KMS early, instead of only observing them).
     """
     start = started_at.timestamp() if isinstance(started_at, datetime) else started_at
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
             result = await assess_once(
-                api, start, connect=connect, stale_after_seconds=stale_after_seconds, clock=clock
+                api,
+                start,
+                connect=connect,
+                stale_after_seconds=stale_after_seconds,
+                clock=clock,
+                nudge=nudge,
             )
         except (TransportError, ApiError) as error:
             reason = f"{error.status} {error.reason}" if isinstance(error, ApiError) else type(error).__name__
