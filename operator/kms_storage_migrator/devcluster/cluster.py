@@ -62,6 +62,8 @@ class ClusterState:
     controller_manager_port: int = 0
     kms_socket: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    # Start time of each PID (clock ticks since boot): a reused PID has another one.
+    start_ticks: dict[str, int] = field(default_factory=dict)
 
 
 COMPONENT_PROGRAMS = {
@@ -80,6 +82,8 @@ class DevCluster:
     def __init__(self, directory: Path) -> None:
         self.directory = directory.resolve()
         self.pki = ClusterPki(self.directory / "pki")
+        # What this object started, in order; a failed start stops exactly these.
+        self._started: list[processes.Started] = []
 
     # Paths users and tests need.
     @property
@@ -132,8 +136,14 @@ class DevCluster:
     def is_up(self) -> bool:
         if not self.state_path.exists():
             return False
-        state = self.load_state()
-        return processes.is_running(state.pids.get("kube-apiserver"), *self._identity("kube-apiserver"))
+        return self._component_running(self.load_state(), "kube-apiserver")
+
+    def _component_running(self, state: ClusterState, component: str) -> bool:
+        return processes.is_running(
+            state.pids.get(component),
+            *self._identity(component),
+            start_ticks=state.start_ticks.get(component),
+        )
 
     # Lifecycle.
     def up(
@@ -179,16 +189,38 @@ class DevCluster:
             self._save_state(state)
             self._write_client_files(state)
             self.encryption_config.write_text(encryption_configuration(mode, f"unix://{state.kms_socket}"))
+            self._started = []
             try:
                 self._start_components(state, with_controller_manager=with_controller_manager)
                 return
             except processes.PortInUse:
-                self.down()
+                self._abort_start(state)
                 if attempt == attempts:
                     raise
             except BaseException:
-                self.down()
+                self._abort_start(state)
                 raise
+
+    def _abort_start(self, state: ClusterState) -> None:
+        """Stop what this ``up`` started, newest first, by handle, and check nothing is left.
+
+        By handle and not through ``down``: our children's PIDs cannot be reused before we
+        reap them, so no /proc guess can make us skip one (an orphaned kube-apiserver once was).
+        """
+        survivors = [process.component for process in reversed(self._started) if not process.kill_and_check()]
+        for process in self._started:
+            state.pids.pop(process.component, None)
+            state.start_ticks.pop(process.component, None)
+        self._save_state(state)
+        if any(process.component == "kms-plugin" for process in self._started):
+            with contextlib.suppress(FileNotFoundError):
+                Path(state.kms_socket).unlink()
+        self._started = []
+        if survivors:
+            raise UserError(
+                f"could not stop {', '.join(survivors)} after a failed start in {self.directory}; "
+                "stop it by hand (see `dev-cluster status`)"
+            )
 
     def _start_components(self, state: ClusterState, *, with_controller_manager: bool) -> None:
         self._start_etcd(state)
@@ -204,8 +236,13 @@ class DevCluster:
         state = self.load_state()
         # Reverse start order: clients of a component stop before it does.
         for component in ("kube-controller-manager", "kube-apiserver", "kms-plugin", "etcd"):
-            processes.stop(state.pids.get(component), *self._identity(component))
+            processes.stop(
+                state.pids.get(component),
+                *self._identity(component),
+                start_ticks=state.start_ticks.get(component),
+            )
             state.pids.pop(component, None)
+            state.start_ticks.pop(component, None)
         self._save_state(state)
         with contextlib.suppress(FileNotFoundError):
             Path(state.kms_socket).unlink()
@@ -213,17 +250,26 @@ class DevCluster:
     def restart_apiserver(self) -> None:
         """Restart kube-apiserver so a changed encryption config or KEK applies at once."""
         state = self.load_state()
-        processes.stop(state.pids.get("kube-apiserver"), *self._identity("kube-apiserver"))
+        processes.stop(
+            state.pids.get("kube-apiserver"),
+            *self._identity("kube-apiserver"),
+            start_ticks=state.start_ticks.get("kube-apiserver"),
+        )
         # The port must stay the same (kubeconfigs name it), and the old process can hold it
         # for a moment after it is gone from the process table.
         for attempt in range(1, PORT_ATTEMPTS + 1):
             processes.wait_for_port_release(state.apiserver_port, timeout_seconds=30)
+            self._started = []
             try:
                 self._start_apiserver(state)
                 return
             except processes.PortInUse:
+                self._abort_start(state)
                 if attempt == PORT_ATTEMPTS:
                     raise
+            except BaseException:
+                self._abort_start(state)
+                raise
 
     def encrypt(self) -> None:
         """Switch a plaintext cluster to KMS v2 writes (identity stays as a read fallback)."""
@@ -258,7 +304,7 @@ class DevCluster:
                 continue
             components[component] = {
                 "pid": pid,
-                "running": processes.is_running(pid, *self._identity(component)),
+                "running": self._component_running(state, component),
                 "port": ports.get(component),
                 "log": str(self.log_path(component)),
             }
@@ -367,14 +413,11 @@ class DevCluster:
             "--unsafe-no-fsync",
             "--log-level=warn",
         ]
-        state.pids["etcd"] = processes.start(command, self.log_path("etcd"))
-        self._save_state(state)
+        process = self._launch(state, "etcd", command)
         processes.wait_until(
             lambda: self._etcd_healthy(client_url),
             what=f"etcd on {client_url}",
-            pid=state.pids["etcd"],
-            program=self._identity("etcd"),
-            log_path=self.log_path("etcd"),
+            process=process,
             timeout_seconds=ETCD_READY_TIMEOUT,
         )
 
@@ -391,15 +434,14 @@ class DevCluster:
             "--keyring",
             str(self.keyring),
         ]
-        state.pids["kms-plugin"] = processes.start(command, self.log_path("kms-plugin"))
-        self._save_state(state)
+        watched = list(self._started)
+        process = self._launch(state, "kms-plugin", command)
         processes.wait_until(
             lambda: Path(state.kms_socket).exists(),
             what=f"the KMS v2 plugin on unix://{state.kms_socket}",
-            pid=state.pids["kms-plugin"],
-            program=self._identity("kms-plugin"),
-            log_path=self.log_path("kms-plugin"),
+            process=process,
             timeout_seconds=KMS_READY_TIMEOUT,
+            also_watch=watched,
         )
 
     def _start_apiserver(self, state: ClusterState) -> None:
@@ -431,16 +473,14 @@ class DevCluster:
         ]
         if state.encryption == EncryptionMode.KMS.value:
             command.append(f"--encryption-provider-config={self.encryption_config}")
-        log_path = self.log_path("kube-apiserver")
-        state.pids["kube-apiserver"] = processes.start(command, log_path)
-        self._save_state(state)
+        watched = list(self._started)
+        process = self._launch(state, "kube-apiserver", command)
         processes.wait_until(
             self._apiserver_ready,
             what=f"kube-apiserver on https://127.0.0.1:{state.apiserver_port}",
-            pid=state.pids["kube-apiserver"],
-            program=self._identity("kube-apiserver"),
-            log_path=log_path,
+            process=process,
             timeout_seconds=APISERVER_READY_TIMEOUT,
+            also_watch=watched,
         )
 
     def _start_controller_manager(self, state: ClusterState) -> None:
@@ -455,9 +495,17 @@ class DevCluster:
             f"--root-ca-file={self.pki.ca.cert}",
             f"--controllers={','.join(CONTROLLERS)}",
         ]
-        log_path = self.log_path("kube-controller-manager")
-        state.pids["kube-controller-manager"] = processes.start(command, log_path)
+        self._launch(state, "kube-controller-manager", command)
+
+    def _launch(self, state: ClusterState, component: str, command: list[str]) -> processes.Started:
+        """Start one component, record it in state.json at once (so `down` finds it) and here."""
+        process = processes.start(command, self.log_path(component), component=component)
+        self._started.append(process)
+        state.pids[component] = process.pid
+        if process.start_ticks is not None:
+            state.start_ticks[component] = process.start_ticks
         self._save_state(state)
+        return process
 
     # Readiness probes.
     def _client_ssl_context(self, client: Any) -> ssl.SSLContext:
