@@ -15,5 +15,17 @@ echo "==> installing the project and its dev extras into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
+# The HA dev cluster (`dev-cluster up --apiservers N`) puts HAProxy in front of its apiservers,
+# as kubeadm HA setups do; Debian ships it. Installing needs root (CI runs as root).
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing haproxy from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  else
+    echo "note: haproxy is missing; the HA dev cluster (--apiservers 2 or more) needs it: apt-get install haproxy"
+  fi
+fi
+
 echo "==> building (or finding cached) kube-apiserver, etcd, etcdctl, helm"
 .venv/bin/kms-storage-migrator dev-cluster build kube-apiserver etcd etcdctl helm kubectl
