@@ -1,0 +1,520 @@
+"""Benchmark at production scale: every contender from the same snapshot, against the ceiling.
+
+For each scenario a dev cluster is prepared once and its directory copied; every contender
+starts from a fresh copy, so each faces the same stale objects:
+
+- ``all-stale``: N objects (Secrets, ConfigMaps and custom resources across 100 namespaces,
+  mostly 0.5-8 KiB, a few near 1 MiB) stored in plaintext, then the cluster switched to KMS v2;
+- ``ten-percent``: a tenth of the objects written under one KEK, the KEK rotated, the rest
+  written under the new one: only the first tenth (and the cluster's own early objects) is stale.
+
+Contenders: the ceiling (``benchmarks/ceiling``, a bare client-go sender of the same no-op
+precondition patches from a list made before the clock starts), ours in Full and Targeted mode
+at the defaults and at a fast setting, the in-tree StorageVersionMigration (kube-controller-manager),
+and ``kubectl get -o json | kubectl replace -f -`` per resource.
+
+Measured per run: wall time, stale objects re-encrypted per second, API requests and writes (the
+apiserver's ``apiserver_request_total``), etcd puts (etcd's ``etcd_mvcc_put_total``), the
+migrator's CPU seconds and peak RSS (``wait4`` rusage of its process tree), the apiserver's CPU
+seconds (``/proc``), and what etcd still holds outside the KMS plugin's primary key, read by
+``etcd_truth.py`` (not the project's scanner). A run that leaves stale objects has failed.
+
+    .venv/bin/python benchmarks/production_scale.py --objects 50000
+    .venv/bin/python benchmarks/production_scale.py --objects 200000 --contenders ceiling,ours-full-fast
+
+Raw results go to ``benchmarks/results/<timestamp>.json``; ``--chart`` draws a PNG (matplotlib).
+Not a test: it takes tens of minutes and its figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from etcd_truth import Holding, read_holding
+
+from kms_storage_migrator.devcluster.binaries import cache_root
+from kms_storage_migrator.devcluster.cluster import DevCluster
+from kms_storage_migrator.devcluster.seed import crd_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+CRD = REPO / "crds" / "storagemigrations.yaml"
+CEILING_MODULE = REPO / "benchmarks" / "ceiling"
+RESULTS = REPO / "benchmarks" / "results"
+TIMEOUT_SECONDS = 3600
+NAMESPACES = 100
+BATCH = 200
+BENCH_GROUP = "bench.kms-storage-migrator.io"
+LARGE_OBJECT_EVERY = 2000  # one object near 1 MiB in this many
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def object_size(index: int, rng: random.Random) -> int:
+    """Bytes of payload: most objects 0.5-8 KiB (log-uniform), one in LARGE_OBJECT_EVERY ~1 MiB."""
+    if index % LARGE_OBJECT_EVERY == LARGE_OBJECT_EVERY - 1:
+        return 900 * 1024
+    return int(512 * 16 ** rng.random())
+
+
+def bench_objects(count: int, start: int = 0, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Secrets, ConfigMaps and Widgets (a custom resource) round-robin over the namespaces."""
+    rng = random.Random(seed + start)  # noqa: S311 (reproducible test data, not secrets)
+    for index in range(start, start + count):
+        namespace = f"bench-{index % NAMESPACES:03d}"
+        # Hex of random bytes: incompressible, like real keys and certificates.
+        size = object_size(index, rng)
+        payload = rng.randbytes(size // 2 + 1).hex()[:size]
+        metadata = {"name": f"obj-{index}", "namespace": namespace}
+        kind = index % 3
+        if kind == 0:
+            yield {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": {"v": payload}}
+        elif kind == 1:
+            yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {"v": payload}}
+        else:
+            yield {
+                "apiVersion": f"{BENCH_GROUP}/v1",
+                "kind": "Widget",
+                "metadata": metadata,
+                "spec": {"v": payload},
+            }
+
+
+def seed_bench(cluster: DevCluster, count: int, start: int, workers: int = 4) -> None:
+    if start == 0:
+        namespaces = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{i:03d}"}}
+            for i in range(NAMESPACES)
+        ]
+        crd = crd_manifest(BENCH_GROUP, "widgets", "Widget", "Namespaced")
+        cluster.kubectl("apply", "-f", "-", input=_as_list([crd, *namespaces]))
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/widgets.{BENCH_GROUP}", "--timeout=60s")
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        batch: list[dict[str, Any]] = []
+        for item in bench_objects(count, start):
+            batch.append(item)
+            # Large objects go alone: a request body stays under the apiserver's 3 MiB limit.
+            if len(batch) == BATCH or _size(item) > 100_000:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(
+            lambda b: cluster.kubectl("create", "-f", "-", "-o", "name", input=_as_list(b)), batches()
+        ):
+            pass
+
+
+def _size(item: dict[str, Any]) -> int:
+    return len(json.dumps(item))
+
+
+def _as_list(items: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def prepare(work: Path, scenario: str, objects: int) -> Path:
+    """Build the scenario's cluster once, stop it and keep its directory as the snapshot."""
+    base = DevCluster(work / f"prepare-{scenario}")
+    if scenario == "all-stale":
+        base.up("none")
+        seed_bench(base, objects, 0)
+        base.encrypt()
+    else:
+        base.up("kms")
+        tenth = objects // 10
+        seed_bench(base, tenth, 0)
+        base.rotate_kek()
+        seed_bench(base, objects - tenth, tenth)
+    base.down()
+    snapshot = work / f"snapshot-{scenario}"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    shutil.move(str(base.directory), snapshot)
+    return snapshot
+
+
+def restore(snapshot: Path, work: Path) -> DevCluster:
+    target = work / "cluster"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(snapshot, target, symlinks=True)
+    return DevCluster(target)
+
+
+# ---- measuring --------------------------------------------------------------------------------
+
+
+def holding(cluster: DevCluster) -> Holding:
+    reader = cluster.pki.etcd_reader
+    return read_holding(
+        cluster.binary("etcdctl"),
+        cluster.etcd_endpoint,
+        (cluster.pki.ca.cert, reader.cert, reader.key),
+        "/registry/",
+    )
+
+
+def stale_resources(cluster: DevCluster) -> list[tuple[str, str]]:
+    """(group, resource) of every resource with a stale object, from the project's scan.
+
+    Only the peers that have no discovery of their own (in-tree SVM, kubectl) use this list; the
+    verdict on every run comes from etcd_truth, not from the scan.
+    """
+    report = cluster.scan_report()
+    return [(entry["group"], entry["resource"]) for entry in report["resources"] if entry["stale"]]
+
+
+def metric_sum(text: str, name: str, where: Callable[[str], bool] = lambda labels: True) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels = line[len(name) : line.rfind(" ")]
+            if where(labels):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def etcd_metrics(cluster: DevCluster) -> str:
+    reader = cluster.pki.etcd_reader
+    context = ssl.create_default_context(cafile=str(cluster.pki.ca.cert))
+    context.load_cert_chain(str(reader.cert), str(reader.key))
+    with urllib.request.urlopen(f"{cluster.etcd_endpoint}/metrics", context=context, timeout=30) as answer:  # noqa: S310
+        return str(answer.read().decode())
+
+
+@dataclass
+class Counters:
+    api_requests: float
+    api_writes: float
+    etcd_puts: float
+    apiserver_cpu: float
+
+    @classmethod
+    def read(cls, cluster: DevCluster) -> Counters:
+        api = cluster.kubectl("get", "--raw", "/metrics")
+        writes = metric_sum(
+            api,
+            "apiserver_request_total",
+            lambda labels: any(f'verb="{v}"' in labels for v in ("PATCH", "PUT", "POST", "APPLY")),
+        )
+        return cls(
+            metric_sum(api, "apiserver_request_total"),
+            writes,
+            metric_sum(etcd_metrics(cluster), "etcd_mvcc_put_total"),
+            _cpu_seconds(cluster.load_state().pids["kube-apiserver"]),
+        )
+
+    def minus(self, before: Counters) -> Counters:
+        return Counters(*(a - b for a, b in zip(asdict(self).values(), asdict(before).values(), strict=True)))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+@dataclass
+class Run:
+    scenario: str
+    contender: str
+    objects: int
+    stale_before: int
+    stale_after: int
+    seconds: float
+    objects_per_second: float
+    api_requests: float
+    api_writes: float
+    etcd_puts: float
+    apiserver_cpu_seconds: float
+    migrator_cpu_seconds: float
+    migrator_peak_rss_mb: float
+
+    @property
+    def ok(self) -> bool:
+        return self.stale_after == 0
+
+
+def wait_child(process: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """CPU seconds and peak RSS (MB) of a finished child and the descendants it waited for."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not finish within {TIMEOUT_SECONDS}s")
+
+
+# ---- contenders (each returns wall seconds, CPU seconds, peak RSS MB) ---------------------------
+
+
+def ceiling_binary() -> Path:
+    """Build benchmarks/ceiling once per source version, cached beside the dev cluster's binaries."""
+    sources = sorted(CEILING_MODULE.glob("*"))
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:12]
+    binary = cache_root() / f"ceiling-{digest}" / "ceiling"
+    if not binary.exists():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["go", "build", "-mod=readonly", "-o", str(binary), "."], cwd=CEILING_MODULE, check=True
+        )
+    return binary
+
+
+def served_versions(cluster: DevCluster) -> dict[tuple[str, str], str]:
+    """(group, resource) -> the version discovery prefers, from ``kubectl api-resources``."""
+    versions = {}
+    for line in cluster.kubectl("api-resources", "--no-headers").splitlines():
+        parts = line.split()
+        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND: APIVERSION is the field before true/false.
+        at = next(i for i, part in enumerate(parts) if part in ("true", "false")) - 1
+        group, _, version = parts[at].rpartition("/")
+        versions[(group, parts[0])] = version
+    return versions
+
+
+def run_ceiling(
+    cluster: DevCluster, resources: list[tuple[str, str]], workers: int = 64
+) -> tuple[float, float, float]:
+    versions = served_versions(cluster)
+    paths = [f"{group}/{versions[(group, resource)]}/{resource}" for group, resource in resources]
+    command = [str(ceiling_binary()), "--kubeconfig", str(cluster.kubeconfig), "--workers", str(workers)]
+    command += ["--resources", ",".join(paths)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    report = json.loads(process.stdout.read())
+    cpu, rss = wait_child(process)
+    if process.returncode != 0:
+        raise SystemExit(f"the ceiling exited with {process.returncode}")
+    return float(report["seconds"]), cpu, rss
+
+
+def run_ours(cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path) -> tuple[float, float, float]:
+    cluster.kubectl("apply", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/storagemigrations.kms-storage-migrator.io")
+    command = [sys.executable, "-m", "kms_storage_migrator", "run", "--kubeconfig", str(cluster.kubeconfig)]
+    command += ["--metrics-port", "0"]
+    if mode == "Targeted":
+        command += ["--etcd-config", str(cluster.etcd_config)]
+    with log.open("wb") as sink:
+        operator = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    migration = {
+        "apiVersion": "kms-storage-migrator.io/v1alpha1",
+        "kind": "StorageMigration",
+        "metadata": {"name": "bench"},
+        "spec": {"mode": mode, **tuning},
+    }
+    started = time.perf_counter()
+    cluster.kubectl("create", "-f", "-", input=json.dumps(migration))
+
+    def finished() -> bool:
+        if operator.poll() is not None:
+            raise SystemExit(f"the operator exited ({operator.returncode}); see {log}")
+        phase = cluster.kubectl("get", "storagemigration", "bench", "-o", "jsonpath={.status.phase}")
+        if phase == "Failed":
+            raise SystemExit(f"our migration failed; see {log}")
+        return phase == "Succeeded"
+
+    try:
+        wait_for(finished, f"ours {mode}")
+        elapsed = time.perf_counter() - started
+    finally:
+        operator.send_signal(signal.SIGTERM)
+    cpu, rss = wait_child(operator)
+    return elapsed, cpu, rss
+
+
+def run_in_tree(cluster: DevCluster, resources: list[tuple[str, str]]) -> tuple[float, float, float]:
+    controller_manager = cluster.load_state().pids["kube-controller-manager"]
+    cpu_before = _cpu_seconds(controller_manager)
+    started = time.perf_counter()
+    for index, (group, resource) in enumerate(resources):
+        migration = {
+            "apiVersion": "storagemigration.k8s.io/v1",
+            "kind": "StorageVersionMigration",
+            "metadata": {"name": f"bench-{index}"},
+            "spec": {"resource": {"group": group, "resource": resource}},
+        }
+        cluster.kubectl("create", "-f", "-", input=json.dumps(migration))
+
+    def all_done() -> bool:
+        listing = json.loads(cluster.kubectl("get", "storageversionmigrations", "-o", "json"))
+        done = 0
+        for item in listing["items"]:
+            conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
+            if conditions.get("Failed") == "True":
+                raise SystemExit(f"in-tree migration {item['metadata']['name']} failed")
+            done += conditions.get("Succeeded") == "True"
+        return done == len(resources)
+
+    wait_for(all_done, "the in-tree migrations")
+    elapsed = time.perf_counter() - started
+    # The controller manager does more than migrate; its CPU over the run is an upper bound.
+    status = Path(f"/proc/{controller_manager}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    return elapsed, _cpu_seconds(controller_manager) - cpu_before, rss
+
+
+def run_kubectl_replace(cluster: DevCluster, resources: list[tuple[str, str]]) -> tuple[float, float, float]:
+    """What the Kubernetes docs advise: get every object and replace it unchanged, per resource."""
+    kubectl = cluster.binary("kubectl")
+    steps = []
+    for group, resource in resources:
+        name = f"{resource}.{group}" if group else resource
+        get = f"{kubectl} --kubeconfig {cluster.kubeconfig} get {name} --all-namespaces -o json"
+        replace = f"{kubectl} --kubeconfig {cluster.kubeconfig} replace -f - -o name > /dev/null"
+        steps.append(f"{get} | {replace}")
+    started = time.perf_counter()
+    process = subprocess.Popen(["bash", "-c", "set -o pipefail; " + " && ".join(steps)])
+    cpu, rss = wait_child(process)
+    if process.returncode != 0:
+        raise SystemExit(f"kubectl get | replace failed with {process.returncode}")
+    return time.perf_counter() - started, cpu, rss
+
+
+FAST = {"qps": 2000, "concurrency": 32, "pageSize": 500}
+CONTENDERS: dict[str, Callable[[DevCluster, list[tuple[str, str]], Path], tuple[float, float, float]]] = {
+    "ceiling": lambda c, r, w: run_ceiling(c, r),
+    "ours-full-default": lambda c, r, w: run_ours(c, "Full", {}, w / "ours-full-default.log"),
+    "ours-full-fast": lambda c, r, w: run_ours(c, "Full", FAST, w / "ours-full-fast.log"),
+    "ours-targeted-default": lambda c, r, w: run_ours(c, "Targeted", {}, w / "ours-targeted-default.log"),
+    "ours-targeted-fast": lambda c, r, w: run_ours(c, "Targeted", FAST, w / "ours-targeted-fast.log"),
+    "in-tree-svm": lambda c, r, w: run_in_tree(c, r),
+    "kubectl-replace": lambda c, r, w: run_kubectl_replace(c, r),
+}
+
+
+def measure(scenario: str, contender: str, snapshot: Path, work: Path, objects: int) -> Run:
+    cluster = restore(snapshot, work)
+    cluster.up("kms", with_controller_manager=contender == "in-tree-svm")
+    try:
+        current = cluster.current_key_id()
+        before_holding = holding(cluster)
+        resources = stale_resources(cluster)
+        before = Counters.read(cluster)
+        seconds, cpu, rss = CONTENDERS[contender](cluster, resources, work)
+        spent = Counters.read(cluster).minus(before)
+        after_holding = holding(cluster)
+    finally:
+        cluster.down()
+    stale_before = before_holding.stale(current)
+    return Run(
+        scenario,
+        contender,
+        objects,
+        stale_before,
+        after_holding.stale(current),
+        round(seconds, 2),
+        round(stale_before / seconds, 1) if seconds else 0.0,
+        spent.api_requests,
+        spent.api_writes,
+        spent.etcd_puts,
+        round(spent.apiserver_cpu, 1),
+        round(cpu, 1),
+        round(rss, 1),
+    )
+
+
+def print_table(runs: list[Run]) -> None:
+    for scenario in dict.fromkeys(r.scenario for r in runs):
+        rows = [r for r in runs if r.scenario == scenario]
+        ceiling = next((r for r in rows if r.contender == "ceiling"), None)
+        print(f"\n{scenario}: {rows[0].objects} seeded objects, {rows[0].stale_before} stale (etcd read)")
+        print(
+            "| contender | s | stale obj/s | x ceiling | API writes | etcd puts | apiserver CPU s | "
+            "migrator CPU s | peak RSS MB | stale after |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            ratio = (
+                r.objects_per_second / ceiling.objects_per_second
+                if ceiling and ceiling.objects_per_second
+                else 0
+            )
+            print(
+                f"| {r.contender} | {r.seconds} | {r.objects_per_second} | {ratio:.2f} | "
+                f"{r.api_writes:.0f} | "
+                f"{r.etcd_puts:.0f} | {r.apiserver_cpu_seconds} | {r.migrator_cpu_seconds} | "
+                f"{r.migrator_peak_rss_mb} | {r.stale_after}{'' if r.ok else ' FAILED'} |"
+            )
+
+
+def draw_chart(runs: list[Run], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 (only for --chart)
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot  # noqa: PLC0415
+
+    scenarios = list(dict.fromkeys(r.scenario for r in runs))
+    figure, axes = pyplot.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4), squeeze=False)
+    for axis, scenario in zip(axes[0], scenarios, strict=True):
+        rows = [r for r in runs if r.scenario == scenario]
+        axis.barh([r.contender for r in rows], [r.objects_per_second for r in rows])
+        axis.set_title(f"{scenario}: stale objects re-encrypted per second")
+        axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", type=int, default=50_000)
+    parser.add_argument("--scenarios", default="all-stale,ten-percent")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")
+    parser.add_argument("--chart", type=Path, help="write a PNG chart here (needs matplotlib)")
+    args = parser.parse_args()
+    contenders = args.contenders.split(",")
+    unknown = sorted(set(contenders) - set(CONTENDERS))
+    if unknown:
+        parser.error(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="ksm-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    runs: list[Run] = []
+    for scenario in args.scenarios.split(","):
+        started = time.perf_counter()
+        snapshot = prepare(work, scenario, args.objects)
+        print(f"{scenario}: prepared in {time.perf_counter() - started:.0f}s", flush=True)
+        for contender in contenders:
+            run = measure(scenario, contender, snapshot, work, args.objects)
+            runs.append(run)
+            print(json.dumps(asdict(run)), flush=True)
+    print_table(runs)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"production-scale-{stamp}.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    if args.chart:
+        draw_chart(runs, args.chart)
+    return 0 if all(r.ok for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
