@@ -6,6 +6,7 @@ side effects and `run` decides exactly what the operator does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ import kopf
 
 from kms_storage_migrator.kube import ApiCredentials
 from kms_storage_migrator.migration.progress import TERMINAL_PHASES
-from kms_storage_migrator.migration.service import GROUP, PLURAL, VERSION, OperatorContext, run_migration
+from kms_storage_migrator.migration.service import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    OperatorContext,
+    RunAgainLater,
+    run_migration,
+)
 from kms_storage_migrator.storage.etcd import EtcdReader
 
 registry = kopf.OperatorRegistry()
@@ -24,17 +32,19 @@ ANNOTATION_PREFIX = GROUP
 FINALIZER = f"{GROUP}/finalizer"
 # Deleting a running migration: kopf flags the daemon (checked per object), then cancels it.
 STOP_GRACE_SECONDS = 5.0
+# How long kopf waits before running a migration again whose final status could not be stored.
+FINAL_STATUS_RETRY_DELAY = 30.0
 
 
 class OperatorMemo:
     """Shared by every handler (kopf shallow-copies memo per object; this object stays shared)."""
 
-    def __init__(
-        self, credentials: ApiCredentials, context: OperatorContext, metrics_port: int | None
-    ) -> None:
+    def __init__(self, credentials: ApiCredentials, context: OperatorContext) -> None:
         self.credentials = credentials
         self.context = context
-        self.metrics_port = metrics_port
+        # The connections opened at startup, closed together at cleanup (or at once when a
+        # startup attempt fails, so kopf's retry of it leaks nothing).
+        self.connections: contextlib.AsyncExitStack | None = None
 
 
 @kopf.on.startup(registry=registry)  # type: ignore[untyped-decorator]
@@ -50,19 +60,20 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # Our one resource is known up front: no CRD watching, so RBAC needs no watch on CRDs.
     settings.scanning.disabled = True
     context: OperatorContext = memo.context
-    await context.api.__aenter__()
-    if context.etcd_config is not None:
-        context.etcd = await EtcdReader(context.etcd_config).__aenter__()
-    if context.metrics is not None and memo.metrics_port:
-        context.metrics.serve(memo.metrics_port)
+    async with contextlib.AsyncExitStack() as connections:
+        await connections.enter_async_context(context.api)
+        if context.etcd_config is not None:
+            context.etcd = await connections.enter_async_context(EtcdReader(context.etcd_config))
+        memo.connections = connections.pop_all()  # opened: from now on, cleanup closes them
 
 
 @kopf.on.cleanup(registry=registry)  # type: ignore[untyped-decorator]
 async def close_connections(memo: Any, **_: Any) -> None:
-    context: OperatorContext = memo.context
-    if context.etcd is not None:
-        await context.etcd.__aexit__(None, None, None)
-    await context.api.close()
+    connections: contextlib.AsyncExitStack | None = memo.connections
+    memo.connections = None
+    memo.context.etcd = None
+    if connections is not None:
+        await connections.aclose()
 
 
 @kopf.on.login(registry=registry)  # type: ignore[untyped-decorator]
@@ -104,12 +115,16 @@ async def migrate(
     **_: Any,
 ) -> None:
     """Run or resume one StorageMigration; deletion or operator exit sets ``stopped``."""
-    await run_migration(
-        memo.context,
-        name=name,
-        uid=uid,
-        spec=dict(spec),
-        status=dict(status or {}),
-        generation=meta.get("generation"),
-        should_stop=lambda: bool(stopped),
-    )
+    try:
+        await run_migration(
+            memo.context,
+            name=name,
+            uid=uid,
+            spec=dict(spec),
+            status=dict(status or {}),
+            generation=meta.get("generation"),
+            should_stop=lambda: bool(stopped),
+        )
+    except RunAgainLater as error:
+        # kopf runs the daemon again; the migration resumes from its last stored checkpoint.
+        raise kopf.TemporaryError(str(error), delay=FINAL_STATUS_RETRY_DELAY) from error

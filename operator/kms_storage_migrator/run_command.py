@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.inventory.scan import require_apiserver_keys
 from kms_storage_migrator.kube import KubeApi, load_credentials
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
 from kms_storage_migrator.migration.service import OperatorContext
-from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
-from kms_storage_migrator.storage.keys import DEFAULT_ROOT
+from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader, etcd_root_flag
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
 
 DEFAULT_METRICS_PORT = 9090
 ETCD_FLAGS = ("etcd_config", "etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
@@ -67,7 +67,8 @@ def register(subparsers: Any) -> None:
     EtcdConfig.add_arguments(parser)
     parser.add_argument(
         "--etcd-prefix",
-        default=os.environ.get("KMS_STORAGE_MIGRATOR_ETCD_PREFIX", DEFAULT_ROOT),
+        type=etcd_root_flag,
+        default=os.environ.get("KMS_STORAGE_MIGRATOR_ETCD_PREFIX") or str(DEFAULT_ROOT),
         metavar="PATH",
         help=f"the apiserver's --etcd-prefix (env KMS_STORAGE_MIGRATOR_ETCD_PREFIX; default {DEFAULT_ROOT})",
     )
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(_check_etcd(etcd_config, args.etcd_prefix))
     credentials = load_credentials(args.kubeconfig)  # blocking, before the event loop exists
     metrics = OperatorMetrics() if args.metrics_port else None
+    if metrics is not None:
+        metrics.serve(args.metrics_port)  # a busy port: one line now, not a startup retried forever
     context = OperatorContext(
         api=KubeApi(credentials),
         defaults=RunDefaults(concurrency=args.concurrency, qps=args.qps),
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
         etcd_prefix=args.etcd_prefix,
     )
-    memo = OperatorMemo(credentials, context, args.metrics_port or None)
+    memo = OperatorMemo(credentials, context)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     asyncio.run(
         kopf.operator(
@@ -139,13 +142,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check_etcd(config: EtcdConfig, prefix: str) -> None:
-    """Open the read-only etcd connection once and count the namespaces: certificates, name
-    resolution, reachability and a wrong --etcd-prefix all fail here, named, before kopf starts."""
+async def _check_etcd(config: EtcdConfig, root: EtcdRoot) -> None:
+    """Open the read-only etcd connection once and look for the apiserver's keys: certificates,
+    name resolution, reachability and a wrong --etcd-prefix all fail here, named, before kopf
+    starts (the same check as ``scan``)."""
     async with EtcdReader(config) as reader:
-        namespaces = f"{prefix.rstrip('/')}/namespaces/"
-        if not await reader.count(namespaces):
-            raise UserError(
-                f"etcd at {config.display} holds no keys under {namespaces}: is --etcd-prefix "
-                "the apiserver's own --etcd-prefix?"
-            )
+        await require_apiserver_keys(reader, root)

@@ -16,7 +16,7 @@ from kms_storage_migrator.storage.formats import (
     FormatKind,
     StoredFormat,
 )
-from kms_storage_migrator.storage.keys import GroupResource, StoredKey
+from kms_storage_migrator.storage.keys import EtcdRoot, GroupResource, StoredKey
 
 PLAIN = StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
 JSON = StoredFormat(FormatKind.PLAINTEXT_JSON)
@@ -197,8 +197,9 @@ page_values = st.sampled_from(
 @example([(b"/registry/a", b"{}"), (b"/registry/b", b"{}")], "/registry")
 @example([(b"/registry/secrets/", b"{}"), (b"/registry/secrets/a", b"{}")], "/registry")
 def test_a_page_tallied_in_bulk_counts_like_each_object_recorded(
-    page: list[tuple[bytes, bytes]], root: str
+    page: list[tuple[bytes, bytes]], root_path: str
 ) -> None:
+    root = EtcdRoot(root_path)
     page.sort()  # etcd returns keys in order
     index = {("example.com", "widgets"): True, ("example.com", "gadgets"): None}
     one_by_one = Inventory(WriteExpectation.for_key_id("a"))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from kms_storage_migrator.storage.keys import (
     BUILTIN_LOCATIONS,
     BuiltinLocation,
+    EtcdRoot,
     GroupResource,
     StoredKey,
     UnknownResourceError,
@@ -114,7 +115,9 @@ def test_non_utf8_key_is_not_rewritable() -> None:
 
 
 def test_custom_root() -> None:
-    assert parse_key("/prefix/secrets/a/b", {}, root="/prefix") == StoredKey("", "secrets", "a", "b", True)
+    assert parse_key("/prefix/secrets/a/b", {}, root=EtcdRoot("/prefix")) == StoredKey(
+        "", "secrets", "a", "b", True
+    )
 
 
 def test_events_are_owned_by_the_core_group() -> None:
@@ -192,3 +195,33 @@ def test_scan_boundaries_enclose_every_location() -> None:
         above = min(boundary for boundary in boundaries if boundary > encoded)
         assert encoded.startswith(below), (key, below)
         assert above == below[:-1] + b"0" or not above.startswith(below), (key, above)
+
+
+@pytest.mark.parametrize(
+    ("flag", "path", "shown"),
+    [
+        ("/registry", "/registry", "/registry"),
+        ("/registry/", "/registry", "/registry"),
+        ("//registry//", "/registry", "/registry"),
+        ("/", "", "/"),
+        ("/a/b/", "/a/b", "/a/b"),
+    ],
+)
+def test_an_etcd_root_is_normalised_as_the_apiserver_joins_it(flag: str, path: str, shown: str) -> None:
+    root = EtcdRoot.parse(flag)
+    assert root.path == path
+    assert str(root) == shown
+    assert root.location("configmaps") == f"{path}/configmaps/"
+
+
+def test_the_root_slash_puts_objects_at_the_top_of_the_keyspace() -> None:
+    """``--etcd-prefix /``: the apiserver writes ``/secrets/a/b``, not ``/registry/secrets/a/b``."""
+    root = EtcdRoot.parse("/")
+    assert etcd_prefix("", "secrets", {}, root=root) == "/secrets/"
+    assert parse_key("/secrets/a/b", {}, root=root) == StoredKey("", "secrets", "a", "b", True)
+    assert not parse_key("/registry/secrets/a/b", {}, root=root).rewritable
+
+
+def test_a_relative_etcd_prefix_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="'registry' must be an absolute path"):
+        EtcdRoot.parse("registry")

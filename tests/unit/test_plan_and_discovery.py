@@ -7,25 +7,17 @@ from typing import Any
 import pytest
 
 from kms_storage_migrator.kube import ApiError
-from kms_storage_migrator.migration.discovery import (
-    DiscoveryError,
+from kms_storage_migrator.migration.boundary import DiscoveryError, InfrastructureUnavailable
+from kms_storage_migrator.migration.discovery import discover
+from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PlanError, RunDefaults, resolve_mode
+from kms_storage_migrator.migration.progress import VerificationResult
+from kms_storage_migrator.migration.resource_choice import (
     GroupVersionResources,
     ServedResource,
     choose_resources,
-    discover,
 )
-from kms_storage_migrator.migration.plan import (
-    MigrationSpec,
-    Mode,
-    PlanError,
-    RunDefaults,
-    is_rewritable,
-    is_stale,
-    resolve_mode,
-    write_format_label,
-)
-from kms_storage_migrator.migration.progress import VerificationResult
 from kms_storage_migrator.migration.selection import parse_selection
+from kms_storage_migrator.migration.staleness import is_rewritable, is_stale, write_format_label
 from kms_storage_migrator.migration.verify import VerificationReport
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 
@@ -231,9 +223,15 @@ async def test_an_unavailable_aggregated_group_is_dropped_with_the_reason() -> N
     assert "aggregated API server unavailable (ServiceUnavailable)" in dropped["metrics.k8s.io/*"]
 
 
-async def test_an_unavailable_local_group_fails_discovery() -> None:
-    api = _discovery_api([UNAVAILABLE], [UNAVAILABLE])
-    with pytest.raises(DiscoveryError, match=r"example\.com/v1 failed \(ServiceUnavailable\)"):
+async def test_an_unavailable_local_group_is_an_outage_to_wait_out_not_a_failure() -> None:
+    api = _discovery_api([UNAVAILABLE, UNAVAILABLE], [UNAVAILABLE])
+    with pytest.raises(InfrastructureUnavailable, match=r"discovery of example\.com/v1: ServiceUnavailable"):
+        await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+
+
+async def test_a_refused_local_group_fails_discovery() -> None:
+    api = _discovery_api([ApiError(403, "Forbidden", "")], [UNAVAILABLE])
+    with pytest.raises(DiscoveryError, match=r"example\.com/v1 failed \(403 Forbidden\)"):
         await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
 
 

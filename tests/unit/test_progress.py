@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.progress import (
     MAX_FAILURES,
     Counts,
-    DroppedResource,
     Failure,
     MigrationProgress,
-    Outcome,
     Phase,
     ResourcePhase,
     ResourceProgress,
@@ -18,6 +17,7 @@ from kms_storage_migrator.migration.progress import (
     set_condition,
     to_status,
 )
+from kms_storage_migrator.migration.resource_choice import DroppedResource
 
 NOW = "2026-11-30T02:00:00Z"
 LATER = "2026-11-30T02:05:00Z"

@@ -7,7 +7,6 @@ engine's own logic; the integration tests run the same engine against the real a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,35 +15,34 @@ from kms_storage_migrator.kube import (
     APPLY_PATCH,
     MAX_ERROR_MESSAGE,
     MERGE_PATCH,
-    ApiCredentials,
     ApiError,
-    KubeApi,
     TransportError,
     api_error,
 )
-from kms_storage_migrator.migration import runner as runner_module
-from kms_storage_migrator.migration.discovery import ServedResource
+from kms_storage_migrator.migration import status_publisher
+from kms_storage_migrator.migration.boundary import MigrationStopped, RunAgainLater, outcome_of_error
+from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.plan import MigrationSpec
 from kms_storage_migrator.migration.progress import (
     MigrationProgress,
-    Outcome,
     Phase,
     ResourcePhase,
     VerificationResult,
     from_status,
 )
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
+from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import (
     RewriteMethod,
     Rewriter,
     RewriteTarget,
-    outcome_of_error,
     outcome_of_success,
     rewrite_body,
 )
-from kms_storage_migrator.migration.runner import FinalStatusNotPublished, MigrationRunner, MigrationStopped
-from kms_storage_migrator.migration.service import _wait_pending, canary_key
+from kms_storage_migrator.migration.runner import MigrationRunner
+from kms_storage_migrator.migration.service import _wait_pending, cr_key
 from kms_storage_migrator.storage.etcd import RawEntry
+from kms_storage_migrator.storage.keys import EtcdRoot
 
 SECRETS = ServedResource("", "v1", "secrets", "Secret", True, frozenset({"list", "patch"}))
 ROLES = ServedResource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
@@ -261,16 +259,6 @@ def test_a_410_keeps_its_continue_token_but_not_its_message() -> None:
     assert "message" not in error.body
 
 
-async def test_a_401_rereads_the_token_file_at_once(tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text("old")
-    api = KubeApi(ApiCredentials("https://127.0.0.1:1", token="old", token_path=str(token)))
-    token.write_text("rotated")
-    assert await api._authorization() == {"Authorization": "Bearer old"}  # within 60 s: cached
-    api._token_stale = True  # what a 401 answer sets
-    assert await api._authorization() == {"Authorization": "Bearer rotated"}
-
-
 # ---- the runner end to end, against an in-memory apiserver and etcd ------------------------------
 
 STALE = b"k8s:enc:aescbc:v1:old:" + b"x" * 40  # written before the switch to plaintext
@@ -296,14 +284,20 @@ class FakeCluster:
         return self.revision
 
     # etcd
-    async def get(self, key: str) -> RawEntry | None:
-        found = self.store.get(key)
-        return RawEntry(key.encode(), *found) if found else None
+    async def get(self, key: bytes | str) -> RawEntry | None:
+        text = key.decode() if isinstance(key, bytes) else key
+        found = self.store.get(text)
+        return RawEntry(text.encode(), *found) if found else None
+
+    async def count(self, prefix: bytes | str) -> int:
+        text = prefix.decode() if isinstance(prefix, bytes) else prefix
+        return sum(1 for key in self.store if key.startswith(text))
 
     async def scan(
-        self, prefix: str, page_size: int = 100, *, start_after: bytes | None = None
+        self, prefix: bytes | str, page_size: int = 100, *, start_after: bytes | None = None
     ) -> AsyncIterator[list[RawEntry]]:
-        keys = sorted(k for k in self.store if k.startswith(prefix))
+        text = prefix.decode() if isinstance(prefix, bytes) else prefix
+        keys = sorted(k for k in self.store if k.startswith(text))
         if start_after is not None:
             keys = [k for k in keys if k.encode() > start_after]
         for start in range(0, len(keys), page_size):
@@ -370,6 +364,7 @@ def _runner(
     progress: MigrationProgress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     root: str = "/registry",
+    **options: Any,
 ) -> MigrationRunner:
     return MigrationRunner(
         cluster,  # type: ignore[arg-type]
@@ -379,9 +374,10 @@ def _runner(
         progress or MigrationProgress(),
         sink,
         etcd=cluster if etcd else None,  # type: ignore[arg-type]
-        canary_key=canary_key("sm", root),
+        cr_key=cr_key("sm", EtcdRoot.parse(root)),
         should_stop=should_stop,
-        etcd_prefix=root,
+        etcd_prefix=EtcdRoot.parse(root),
+        **options,
     )
 
 
@@ -458,12 +454,12 @@ async def test_a_list_that_keeps_expiring_fails_the_resource() -> None:
 
 
 async def test_the_final_status_is_retried_until_it_lands(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner_module, "FINAL_PUBLISH_ATTEMPTS", 2)
+    monkeypatch.setattr(status_publisher, "FINAL_PUBLISH_ATTEMPTS", 2)
     cluster = FakeCluster({"a": STALE})
     sink = MemorySink(fail_terminal=1)
     await _runner(cluster, sink, {"mode": "Targeted"}).run()
     assert sink.status["phase"] == "Succeeded"
-    with pytest.raises(FinalStatusNotPublished):
+    with pytest.raises(RunAgainLater):
         await _runner(FakeCluster({"a": STALE}), MemorySink(fail_terminal=2), {"mode": "Targeted"}).run()
 
 

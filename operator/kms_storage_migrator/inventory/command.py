@@ -18,9 +18,14 @@ from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.counts import Inventory
 from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.report import print_table, to_json
-from kms_storage_migrator.inventory.scan import crd_index_from_etcd, scan_inventory, selection_prefixes
-from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdConfig, EtcdReader
-from kms_storage_migrator.storage.keys import DEFAULT_ROOT, GroupResource, UnknownResourceError
+from kms_storage_migrator.inventory.scan import (
+    crd_index_from_etcd,
+    require_apiserver_keys,
+    scan_inventory,
+    selection_prefixes,
+)
+from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdConfig, EtcdReader, etcd_root_flag
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, GroupResource, UnknownResourceError
 
 __all__ = ["register"]
 
@@ -39,6 +44,7 @@ def register(subparsers: Any) -> None:
     EtcdConfig.add_arguments(parser)
     parser.add_argument(
         "--etcd-prefix",
+        type=etcd_root_flag,
         default=DEFAULT_ROOT,
         metavar="PATH",
         help=f"the apiserver's --etcd-prefix ({DEFAULT_ROOT})",
@@ -106,8 +112,9 @@ def run_scan(args: argparse.Namespace) -> int:
 
 
 async def _scan(args: argparse.Namespace, config: EtcdConfig) -> Inventory:
-    root = args.etcd_prefix.rstrip("/")
+    root: EtcdRoot = args.etcd_prefix
     async with EtcdReader(config) as reader:
+        await require_apiserver_keys(reader, root)
         expectation: WriteExpectation | None = None
         if args.expect_key_id is not None:
             expectation = WriteExpectation.for_key_id(args.expect_key_id)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
+from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory
 from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdReader, KeyValue, RawEntry
 from kms_storage_migrator.storage.formats import StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
     DEFAULT_ROOT,
+    EtcdRoot,
     GroupResource,
     ResourceIndex,
     canonical,
@@ -28,16 +30,33 @@ __all__ = [
     "crd_index_from_etcd",
     "iter_classified",
     "iter_stale",
+    "require_apiserver_keys",
     "scan_inventory",
     "selection_prefixes",
     "tally_page",
 ]
 
 CRD_LOCATION = "apiextensions.k8s.io/customresourcedefinitions"
+# Every kube-apiserver stores its namespaces (default, kube-system) from its first start.
+NAMESPACES_LOCATION = "namespaces"
+
+
+async def require_apiserver_keys(reader: EtcdReader, root: EtcdRoot) -> None:
+    """Fail, naming the prefix, when none of the apiserver's own keys are under ``root``.
+
+    Reading the wrong place finds nothing stale, so a guard (``scan --fail-on-stale``, the
+    operator's verification) would pass on data it never read.
+    """
+    namespaces = root.location(NAMESPACES_LOCATION)
+    if not await reader.count(namespaces):
+        raise UserError(
+            f"etcd at {reader.display} has no keys under '{root.base}' that kube-apiserver writes "
+            f"(none at {namespaces}): pass the apiserver's own --etcd-prefix (given: {root})"
+        )
 
 
 def classify_page(
-    page: list[RawEntry], index: ResourceIndex, *, root: str = DEFAULT_ROOT
+    page: list[RawEntry], index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT
 ) -> list[ClassifiedObject]:
     """Classify one page of raw entries; the values are not kept."""
     return [
@@ -52,7 +71,7 @@ def classify_page(
 
 
 def tally_page(
-    page: Sequence[KeyValue], index: ResourceIndex, inventory: Inventory, *, root: str = DEFAULT_ROOT
+    page: Sequence[KeyValue], index: ResourceIndex, inventory: Inventory, *, root: EtcdRoot = DEFAULT_ROOT
 ) -> None:
     """Count one page into ``inventory``, exactly as recording each of its objects would.
 
@@ -62,7 +81,7 @@ def tally_page(
     ClassifiedObject per key: what the counts use of a StoredKey (group, resource, rewritable)
     is the same for every key of a directory (see ``_shared_directory``).
     """
-    root_prefix = root.encode() + b"/"
+    root_prefix = root.base.encode()
     first_key = b""  # the run so far: its first key, its format, its directory and its length
     run_format: StoredFormat | None = None
     directory: bytes | None = None
@@ -114,7 +133,7 @@ async def iter_classified(
     prefix: str,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
-    root: str = DEFAULT_ROOT,
+    root: EtcdRoot = DEFAULT_ROOT,
     require_keys: bool = False,
 ) -> AsyncIterator[ClassifiedObject]:
     """Every object under ``prefix``, in key order, classified."""
@@ -131,7 +150,7 @@ async def iter_stale(
     expectation: WriteExpectation,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
-    root: str = DEFAULT_ROOT,
+    root: EtcdRoot = DEFAULT_ROOT,
 ) -> AsyncIterator[ClassifiedObject]:
     """Only the rewritable objects under ``prefix`` that are not stored as the apiserver writes now."""
     async for page in reader.scan(prefix, page_size, split_at=scan_boundaries(index, root=root)):
@@ -141,11 +160,11 @@ async def iter_stale(
 
 
 def selection_prefixes(
-    selection: Iterable[GroupResource] | None, index: ResourceIndex, *, root: str = DEFAULT_ROOT
+    selection: Iterable[GroupResource] | None, index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT
 ) -> list[str]:
     """The etcd prefixes to scan: the whole root, or one per selected resource (shared ones once)."""
     if selection is None:
-        return [f"{root}/"]
+        return [root.base]
     prefixes: list[str] = []
     for wanted in selection:
         owner = canonical(wanted.group, wanted.resource)
@@ -162,7 +181,7 @@ async def scan_inventory(
     selection: Iterable[GroupResource] | None = None,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
-    root: str = DEFAULT_ROOT,
+    root: EtcdRoot = DEFAULT_ROOT,
     on_page: Callable[[int], None] | None = None,
 ) -> Inventory:
     """Count every stored object (or those of ``selection``) by resource and stored format.
@@ -185,13 +204,13 @@ async def scan_inventory(
     return inventory
 
 
-async def crd_index_from_etcd(reader: EtcdReader, *, root: str = DEFAULT_ROOT) -> ResourceIndex:
+async def crd_index_from_etcd(reader: EtcdReader, *, root: EtcdRoot = DEFAULT_ROOT) -> ResourceIndex:
     """The custom resources this apiserver serves, learnt from the CRD keys alone.
 
     A CRD's name is always ``<plural>.<group>``, so the keys (not the possibly encrypted values)
     are enough; the scope is left open and read from each object key's shape.
     """
-    prefix = f"{root}/{CRD_LOCATION}/"
+    prefix = root.location(CRD_LOCATION)
     index: dict[tuple[str, str], bool | None] = {}
     async for page in reader.scan(prefix, keys_only=True):
         for entry in page:

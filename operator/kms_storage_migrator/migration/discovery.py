@@ -1,23 +1,33 @@
-"""Every resource type the apiserver serves, narrowed to what lives in its own etcd and can be rewritten.
+"""Discovery: the preferred version of every served group, read with the transient retry policy.
 
-Discovery reads the preferred version of each group; :func:`choose_resources` (pure) keeps a
-type when it can be listed and patched and is stored by this apiserver, and otherwise says why
-it was dropped: subresource, virtual (no list or no patch: reviews, bindings, token requests),
-served by an aggregated API server, or a second name for storage already covered.
+What to keep of it is decided in ``resource_choice.py`` (pure).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
-from kms_storage_migrator.migration.progress import DroppedResource
-from kms_storage_migrator.migration.ratelimit import RetryableFailure, is_retryable_status, transient_retrying
-from kms_storage_migrator.migration.selection import Selection, resource_name
-from kms_storage_migrator.storage.keys import canonical
+from kms_storage_migrator.kube import ApiError, TransportError
+from kms_storage_migrator.migration.boundary import (
+    APISERVER,
+    DiscoveryError,
+    InfrastructureUnavailable,
+    as_retryable,
+)
+from kms_storage_migrator.migration.ports import ApiPort
+from kms_storage_migrator.migration.ratelimit import RetryableFailure, transient_retrying
+from kms_storage_migrator.migration.resource_choice import (
+    DiscoveryResult,
+    DroppedResource,
+    GroupVersionResources,
+    ServedResource,
+    choose_resources,
+)
+from kms_storage_migrator.migration.selection import Selection
+
+__all__ = ["DiscoveryError", "DiscoveryResult", "ServedResource", "discover", "fetch_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -27,110 +37,8 @@ DISCOVERY_ATTEMPTS = 5
 APISERVICES_PATH = "/apis/apiregistration.k8s.io/v1/apiservices"
 
 
-@dataclass(frozen=True)
-class ServedResource:
-    group: str
-    version: str
-    resource: str
-    kind: str
-    namespaced: bool
-    verbs: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def name(self) -> str:
-        return resource_name(self.group, self.resource)
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def _root(self) -> str:
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-
-    def collection_path(self) -> str:
-        """The all-namespaces list path."""
-        return f"{self._root}/{self.resource}"
-
-    def object_path(self, namespace: str | None, name: str) -> str:
-        if self.namespaced and namespace:
-            return f"{self._root}/namespaces/{namespace}/{self.resource}/{name}"
-        return f"{self._root}/{self.resource}/{name}"
-
-
-@dataclass(frozen=True)
-class GroupVersionResources:
-    """One discovery document: the resources of one group/version."""
-
-    group: str
-    version: str
-    resources: tuple[Mapping[str, Any], ...]
-    local: bool = True  # False when an aggregated API server serves it
-
-
-@dataclass(frozen=True)
-class DiscoveryResult:
-    chosen: tuple[ServedResource, ...]
-    dropped: tuple[DroppedResource, ...]
-
-
-def choose_resources(documents: Iterable[GroupVersionResources], selection: Selection) -> DiscoveryResult:
-    """Keep the selected resources that are stored in this apiserver's etcd and can be rewritten."""
-    chosen: list[ServedResource] = []
-    dropped: list[DroppedResource] = []
-    subresources = 0
-    for document in documents:
-        for entry in document.resources:
-            plural = str(entry.get("name") or "")
-            if not plural:
-                continue
-            if "/" in plural:
-                subresources += 1
-                continue
-            served = ServedResource(
-                group=document.group,
-                version=document.version,
-                resource=plural,
-                kind=str(entry.get("kind") or ""),
-                namespaced=bool(entry.get("namespaced")),
-                verbs=frozenset(str(v) for v in entry.get("verbs") or ()),
-            )
-            if not selection.selects(served.group, served.resource):
-                continue
-            reason = _drop_reason(served, document.local)
-            if reason:
-                dropped.append(DroppedResource(served.name, reason))
-            else:
-                chosen.append(served)
-    if subresources:
-        dropped.append(
-            DroppedResource("*/*/<subresource>", f"{subresources} subresources: stored with their parent")
-        )
-    chosen.sort(key=lambda r: r.name)
-    dropped.sort(key=lambda d: d.name)
-    return DiscoveryResult(tuple(chosen), tuple(dropped))
-
-
-def _drop_reason(served: ServedResource, local: bool) -> str | None:
-    if not local:
-        return "served by an aggregated API server, not stored in this apiserver's etcd"
-    owner = canonical(served.group, served.resource)
-    if (owner.group, owner.resource) != (served.group, served.resource):
-        # Served under two names, stored once (events): rewrite through the canonical name only.
-        return f"second name for storage already covered by {resource_name(owner.group, owner.resource)}"
-    if "list" not in served.verbs:
-        return "virtual: cannot be listed (not stored)"
-    if "patch" not in served.verbs:
-        return "cannot be patched (not stored, or read-only)"
-    return None
-
-
-class DiscoveryError(Exception):
-    """Discovery of a group kube-apiserver serves itself failed: migrating without it would be silent."""
-
-
 async def discover(
-    api: KubeApi, selection: Selection, *, attempts: int = DISCOVERY_ATTEMPTS
+    api: ApiPort, selection: Selection, *, attempts: int = DISCOVERY_ATTEMPTS
 ) -> DiscoveryResult:
     """Read discovery (preferred versions) and choose what to migrate."""
     documents, unavailable = await fetch_documents(api, attempts=attempts)
@@ -140,7 +48,7 @@ async def discover(
 
 
 async def fetch_documents(
-    api: KubeApi, *, attempts: int = DISCOVERY_ATTEMPTS
+    api: ApiPort, *, attempts: int = DISCOVERY_ATTEMPTS
 ) -> tuple[list[GroupVersionResources], list[DroppedResource]]:
     """Every group's preferred-version document, and the aggregated groups that could not be read.
 
@@ -170,7 +78,7 @@ async def fetch_documents(
 
 
 async def _fetch_group(
-    api: KubeApi, name: str, version: str, local: bool, attempts: int
+    api: ApiPort, name: str, version: str, local: bool, attempts: int
 ) -> GroupVersionResources | DroppedResource:
     """One group's document, or why it is left out; raises when leaving it out would be silent loss."""
     try:
@@ -180,6 +88,9 @@ async def _fetch_group(
         if isinstance(error, ApiError) and error.status == 404:
             # Removed between /apis and now (a CRD deleted): nothing of it left to migrate.
             return DroppedResource(f"{name}/*", "no longer served (404 during discovery)")
+        if local and isinstance(error, RetryableFailure):
+            # An outage, not a missing group: wait for the apiserver rather than fail.
+            raise InfrastructureUnavailable(APISERVER, f"discovery of {name}/{version}: {cause}") from error
         if local:
             raise DiscoveryError(
                 f"discovery of {name}/{version} failed ({cause}); it is served by kube-apiserver "
@@ -190,7 +101,7 @@ async def _fetch_group(
     return _document(name, version, body, local)
 
 
-async def _get(api: KubeApi, path: str, attempts: int) -> dict[str, Any]:
+async def _get(api: ApiPort, path: str, attempts: int) -> dict[str, Any]:
     return await _with_retries(lambda: api.get_json(path), attempts)
 
 
@@ -200,12 +111,11 @@ async def _with_retries(request: Callable[[], Awaitable[dict[str, Any]]], attemp
         with attempt:
             try:
                 return await request()
-            except TransportError as error:
-                raise RetryableFailure("ConnectionError", str(error)) from error
-            except ApiError as error:
-                if is_retryable_status(error.status):
-                    raise RetryableFailure(error.reason, error.message, error.retry_after) from error
-                raise
+            except (ApiError, TransportError) as error:
+                retryable = as_retryable(error)
+                if retryable is None:
+                    raise
+                raise retryable from error
     raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
 
@@ -219,7 +129,7 @@ def _document(group: str, version: str, body: Mapping[str, Any], local: bool) ->
     return GroupVersionResources(group, version, tuple(body.get("resources") or ()), local)
 
 
-async def _aggregated_group_versions(api: KubeApi, attempts: int) -> set[str] | None:
+async def _aggregated_group_versions(api: ApiPort, attempts: int) -> set[str] | None:
     """Names of APIServices served by another API server, or None when they cannot be listed."""
     try:
         page = await _with_retries(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from kms_storage_migrator.migration.progress import Outcome, Phase
+from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.migration.outcome import Outcome
+from kms_storage_migrator.migration.progress import Phase
 
 NAMESPACE = "kms_storage_migrator"
 
@@ -56,7 +58,14 @@ class OperatorMetrics:
         )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 (scraped from other pods)
-        start_http_server(port, addr=address, registry=self.registry)
+        """Listen now, so a busy port is refused before the operator starts, in one line."""
+        try:
+            start_http_server(port, addr=address, registry=self.registry)
+        except OSError as error:
+            raise UserError(
+                f"--metrics-port {port}: cannot listen on {address}:{port} ({error.strerror}); "
+                "pick a free port, or 0 to serve no metrics"
+            ) from None
 
     def for_migration(self, name: str) -> MigrationMetrics:
         return MigrationMetrics(self, name)

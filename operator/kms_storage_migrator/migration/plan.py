@@ -1,6 +1,6 @@
-"""What a migration will do: the validated spec, the effective mode, and which stored objects are stale.
+"""What a migration will do: the validated spec and the effective mode. Pure.
 
-Pure: the runner feeds it etcd entries and discovery results and acts on the answers.
+Which stored objects are stale is the other half of planning, in ``staleness.py``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,6 @@ from enum import StrEnum
 from typing import Any
 
 from kms_storage_migrator.migration.selection import Selection, SelectionError, parse_selection
-from kms_storage_migrator.storage.formats import (
-    DEK_SOURCE_AES_GCM_KEY,
-    DEK_SOURCE_HKDF_SEED,
-    FormatKind,
-    StoredFormat,
-)
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_QPS = 50
@@ -27,8 +21,6 @@ MAX_CONCURRENCY = 256
 MAX_QPS = 10_000
 MAX_PAGE_SIZE = 5_000
 MAX_ATTEMPTS = 100
-
-PLAINTEXT_LABEL = "plaintext"
 
 
 class Mode(StrEnum):
@@ -100,52 +92,31 @@ def resolve_mode(requested: Mode, etcd_available: bool) -> Mode:
     return requested
 
 
-def write_format_label(stored: StoredFormat) -> str:
-    """What "current" means for comparison: the provider and key, never the per-write DEK seed.
+@dataclass(frozen=True)
+class PinnedMode:
+    """The mode a (resumed) migration runs in, and whether its checkpoints need converting."""
 
-    Every plaintext serialisation is one label (a resource left unencrypted by the config is
-    current whether it is JSON or protobuf); a legacy KMS v2 DEK source is its own label because
-    the apiserver treats it as stale.
+    mode: Mode
+    converted_from: Mode | None = None  # set when the checkpoints were written for this mode
+
+
+def pin_mode(requested: Mode, etcd_available: bool, pinned: str | None) -> PinnedMode:
+    """The stored mode wins over a new resolution of Auto: a checkpoint means one mode's walk.
+
+    Full runs with or without etcd, so it stays Full. Targeted without etcd (access removed by an
+    upgrade) cannot go on: an Auto migration converts to Full explicitly (the caller rewrites the
+    checkpoints), a migration that asked for Targeted is refused.
     """
-    if stored.is_plaintext:
-        return PLAINTEXT_LABEL
-    label = stored.describe()
-    if stored.kind is FormatKind.KMS_V2 and stored.dek_source_type != DEK_SOURCE_HKDF_SEED:
-        # Only the seed (type 1) is what the apiserver writes now; any other type is stale.
-        legacy = stored.dek_source_type == DEK_SOURCE_AES_GCM_KEY
-        label += "+legacy-dek" if legacy else f"+dek-source-{stored.dek_source_type}"
-    return label
-
-
-def is_stale(stored: StoredFormat, current_label: str) -> bool:
-    """Whether the apiserver would store this value anew on a no-op write.
-
-    Current means: the same provider and key (``kms-v2:<provider>:<keyID>``), with the DEK
-    source type the apiserver writes (type 1, the seed; type 0, a per-write DEK, is stale), or
-    any plaintext when the resource is left unencrypted. This matches
-    ``inventory.expectation.WriteExpectation.is_current`` except that the label always
-    compares the provider (an expectation from ``--expect-key-id`` may leave it open). An
-    ``UNKNOWN`` value (undecodable) is never "current", but the runner does not rewrite it
-    either: see :func:`is_rewritable`.
-    """
-    return write_format_label(stored) != current_label
-
-
-def is_rewritable(stored: StoredFormat) -> bool:
-    """A value we could classify. An undecodable one is reported, not written: the apiserver
-    cannot decrypt it either (500 on every try), and its retries would slow the whole run."""
-    return stored.kind is not FormatKind.UNKNOWN
-
-
-@dataclass
-class StaleTally:
-    """Counts from one pass over a resource's etcd keys."""
-
-    scanned: int = 0
-    stale: int = 0
-    not_rewritable: int = 0
-
-    def add(self, other: StaleTally) -> None:
-        self.scanned += other.scanned
-        self.stale += other.stale
-        self.not_rewritable += other.not_rewritable
+    if pinned is None:
+        return PinnedMode(resolve_mode(requested, etcd_available))
+    if pinned not in Mode._value2member_map_ or pinned == Mode.AUTO.value:
+        raise PlanError(
+            f"status.mode: {pinned!r} is not a mode this operator resumes; delete and recreate the "
+            "StorageMigration to start over"
+        )
+    mode = Mode(pinned)
+    if mode is Mode.FULL:
+        return PinnedMode(Mode.FULL)
+    if mode is Mode.TARGETED and not etcd_available and requested is Mode.AUTO:
+        return PinnedMode(Mode.FULL, converted_from=Mode.TARGETED)
+    return PinnedMode(resolve_mode(mode, etcd_available))

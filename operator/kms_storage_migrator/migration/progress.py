@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kms_storage_migrator.migration.outcome import Outcome
+from kms_storage_migrator.migration.resource_choice import DroppedResource
+
 MAX_FAILURES = 10
 MAX_EXAMPLES = 10
 MAX_MESSAGE = 300
@@ -31,20 +34,6 @@ class Phase(StrEnum):
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 ACTIVE_PHASES = frozenset({Phase.DISCOVERING, Phase.SCANNING, Phase.MIGRATING, Phase.VERIFYING})
-
-
-class Outcome(StrEnum):
-    """What one no-op write did to one object."""
-
-    REWRITTEN = "rewritten"  # stored anew: resourceVersion moved
-    UNCHANGED = "unchanged"  # already current: the apiserver skipped the write
-    CONFLICT = "conflict"  # changed by someone else meanwhile; their write re-encrypted it
-    GONE = "gone"  # deleted meanwhile
-    REFUSED = "refused"  # 403/422/webhook denial: recorded, never retried
-    EXHAUSTED = "exhausted"  # still failing after maxAttemptsPerObject tries
-
-
-FAILED_OUTCOMES = frozenset({Outcome.REFUSED, Outcome.EXHAUSTED})
 
 
 class ResourcePhase(StrEnum):
@@ -242,15 +231,6 @@ class Verification:
             examples=[str(e) for e in document.get("examples") or []],
             message=str(document.get("message") or ""),
         )
-
-
-@dataclass(frozen=True)
-class DroppedResource:
-    name: str
-    reason: str
-
-    def to_status(self) -> dict[str, str]:
-        return {"name": self.name, "reason": self.reason}
 
 
 @dataclass

@@ -15,24 +15,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from kms_storage_migrator.kube import (
-    APPLY_PATCH,
-    FIELD_MANAGER,
-    MERGE_PATCH,
-    ApiError,
-    KubeApi,
-    TransportError,
-)
-from kms_storage_migrator.migration.discovery import ServedResource
-from kms_storage_migrator.migration.progress import Outcome
+from kms_storage_migrator.kube import APPLY_PATCH, FIELD_MANAGER, MERGE_PATCH, ApiError, TransportError
+from kms_storage_migrator.migration.boundary import outcome_of_error
+from kms_storage_migrator.migration.outcome import Outcome
+from kms_storage_migrator.migration.ports import ApiPort
 
 # The retry policy lives with the limiter: discovery and listing use it too.
-from kms_storage_migrator.migration.ratelimit import (
-    AdaptiveRateLimiter,
-    RetryableFailure,
-    is_retryable_status,
-    transient_retrying,
-)
+from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, RetryableFailure, transient_retrying
+from kms_storage_migrator.migration.resource_choice import ServedResource
 
 
 class RewriteMethod(StrEnum):
@@ -84,17 +74,6 @@ class NoObserver:
         return None
 
 
-def outcome_of_error(status: int) -> Outcome | None:
-    """The final outcome an HTTP error status means, or None when it is worth retrying."""
-    if status == 409:
-        return Outcome.CONFLICT
-    if status == 404:
-        return Outcome.GONE
-    if is_retryable_status(status):
-        return None
-    return Outcome.REFUSED
-
-
 def error_message(error: ApiError) -> str:
     """What a failure records: the HTTP code always, and the message kube.py judged safe to keep."""
     return f"HTTP {error.status}: {error.message}" if error.message else f"HTTP {error.status}"
@@ -124,7 +103,7 @@ class Rewriter:
 
     def __init__(
         self,
-        api: KubeApi,
+        api: ApiPort,
         limiter: AdaptiveRateLimiter,
         *,
         max_attempts: int,

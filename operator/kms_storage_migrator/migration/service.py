@@ -1,7 +1,8 @@
 """The operator's side of a migration: one at a time, status in the CR, events on the CR.
 
 Kept free of kopf so handlers.py stays a list of thin handlers: everything here takes plain
-values (name, uid, spec, status) and a stop predicate.
+values (name, uid, spec, status) and a stop predicate, and says "run me again later" with the
+domain exception :class:`RunAgainLater` (handlers.py maps it to kopf's retry).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
 from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi, TransportError
+from kms_storage_migrator.migration.boundary import MigrationStopped, RunAgainLater
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
 from kms_storage_migrator.migration.progress import (
@@ -25,14 +25,12 @@ from kms_storage_migrator.migration.progress import (
     from_status,
     to_status,
 )
-from kms_storage_migrator.migration.runner import (
-    FinalStatusNotPublished,
-    MigrationRunner,
-    MigrationStopped,
-    utc_now,
-)
+from kms_storage_migrator.migration.runner import MigrationRunner
+from kms_storage_migrator.migration.status_publisher import utc_now
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
-from kms_storage_migrator.storage.keys import DEFAULT_ROOT, etcd_prefix
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, etcd_prefix
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "OperatorContext", "RunAgainLater", "cr_key", "run_migration"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +44,6 @@ EVENT_NAMESPACE = "default"
 # A migration that never started waits this long at operator start, so an interrupted one
 # (which already holds progress) takes the single slot first.
 NEW_MIGRATION_HEAD_START = 3.0
-# How long kopf waits before running a migration again whose final status could not be stored.
-FINAL_STATUS_RETRY_DELAY = 30.0
 
 
 @dataclass
@@ -59,7 +55,7 @@ class OperatorContext:
     etcd_config: EtcdConfig | None = None
     etcd: EtcdReader | None = None
     metrics: OperatorMetrics | None = None
-    etcd_prefix: str = DEFAULT_ROOT  # the apiserver's --etcd-prefix: where its keys are in etcd
+    etcd_prefix: EtcdRoot = DEFAULT_ROOT  # the apiserver's --etcd-prefix: where its keys are in etcd
     slot: asyncio.Lock = field(default_factory=asyncio.Lock)
     running: str | None = None
 
@@ -68,9 +64,9 @@ def status_path(name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/{PLURAL}/{name}/status"
 
 
-def canary_key(name: str, root: str = DEFAULT_ROOT) -> str:
+def cr_key(name: str, root: EtcdRoot = DEFAULT_ROOT) -> str:
     """The etcd key of a StorageMigration: its own status writes show the current write format."""
-    return etcd_prefix(GROUP, PLURAL, {(GROUP, PLURAL): False}, root=root.rstrip("/") or DEFAULT_ROOT) + name
+    return etcd_prefix(GROUP, PLURAL, {(GROUP, PLURAL): False}, root=root) + name
 
 
 class CustomResourceSink:
@@ -131,7 +127,11 @@ async def run_migration(
     generation: int | None,
     should_stop: Callable[[], bool],
 ) -> None:
-    """Run (or resume) one StorageMigration until it finishes or is asked to stop."""
+    """Run (or resume) one StorageMigration until it finishes or is asked to stop.
+
+    Raises :class:`RunAgainLater` when the final status could not be stored: the migration
+    resumes from its last stored checkpoint when run again.
+    """
     sink = CustomResourceSink(context.api, name, uid)
     progress = from_status(status)
     if progress.phase in TERMINAL_PHASES:
@@ -155,7 +155,7 @@ async def run_migration(
                 sink,
                 etcd=context.etcd,
                 observer=context.metrics.for_migration(name) if context.metrics else None,
-                canary_key=canary_key(name, context.etcd_prefix),
+                cr_key=cr_key(name, context.etcd_prefix),
                 should_stop=should_stop,
                 generation=generation,
                 etcd_prefix=context.etcd_prefix,
@@ -163,9 +163,6 @@ async def run_migration(
             await runner.run()
         except MigrationStopped as reason:
             log.info("migration %s stopped: %s", name, reason)
-        except FinalStatusNotPublished as error:
-            # kopf runs the daemon again; the migration resumes from its last stored checkpoint.
-            raise kopf.TemporaryError(str(error), delay=FINAL_STATUS_RETRY_DELAY) from error
         finally:
             context.running = None
 

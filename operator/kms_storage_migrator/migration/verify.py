@@ -1,7 +1,7 @@
 """Read-back from etcd: how each selected resource is stored now, against how it should be.
 
-Used three ways: Targeted mode's scan (what to rewrite), the final verification, and
-VerifyOnly. Values are classified and dropped at once; only keys, labels and counts leave here.
+Used by the Targeted walk (what to rewrite), the final verification, and VerifyOnly. Values
+are classified and dropped at once; only keys, labels and counts leave here.
 """
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from kms_storage_migrator.migration.discovery import ServedResource
-from kms_storage_migrator.migration.plan import StaleTally, is_rewritable, is_stale
+from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
-from kms_storage_migrator.storage.etcd import EtcdReader
+from kms_storage_migrator.migration.resource_choice import ServedResource
+from kms_storage_migrator.migration.staleness import StaleTally, is_rewritable, is_stale
 from kms_storage_migrator.storage.formats import StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
     DEFAULT_ROOT,
     NOT_REWRITABLE_LOCATIONS,
+    EtcdRoot,
     ResourceIndex,
     StoredKey,
     etcd_prefix,
@@ -45,20 +46,20 @@ def object_key(
     namespace: str | None,
     name: str,
     *,
-    root: str = DEFAULT_ROOT,
+    root: EtcdRoot = DEFAULT_ROOT,
 ) -> str:
     prefix = etcd_prefix(resource.group, resource.resource, index, root=root)
     return f"{prefix}{namespace}/{name}" if resource.namespaced and namespace else f"{prefix}{name}"
 
 
 async def stored_objects(
-    reader: EtcdReader,
+    reader: EtcdPort,
     resource: ServedResource,
     index: ResourceIndex,
     page_size: int,
     *,
     after_key: str | None = None,
-    root: str = DEFAULT_ROOT,
+    root: EtcdRoot = DEFAULT_ROOT,
 ) -> AsyncGenerator[list[StoredObject], None]:
     """Pages of one resource's rewritable objects, in key order, optionally after ``after_key``.
 
@@ -79,7 +80,7 @@ async def stored_objects(
             yield batch
 
 
-async def read_format(reader: EtcdReader, key: str) -> tuple[StoredFormat, int] | None:
+async def read_format(reader: EtcdPort, key: str) -> tuple[StoredFormat, int] | None:
     """How one key is stored now, and its mod_revision (None when the key is gone)."""
     entry = await reader.get(key)
     if entry is None:
@@ -133,7 +134,7 @@ class VerificationReport:
 
 
 async def verify_resources(
-    reader: EtcdReader,
+    reader: EtcdPort,
     resources: Sequence[tuple[ServedResource, str | None]],
     index: ResourceIndex,
     page_size: int,
@@ -141,7 +142,7 @@ async def verify_resources(
     reference_label: str | None,
     failed: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
-    root: str = DEFAULT_ROOT,
+    root: EtcdRoot = DEFAULT_ROOT,
 ) -> VerificationReport:
     """Scan every selected resource and count what is not in its current write format.
 
@@ -177,10 +178,10 @@ async def verify_resources(
     return report
 
 
-async def _internal_stale(reader: EtcdReader, reference_label: str, page_size: int, root: str) -> int:
+async def _internal_stale(reader: EtcdPort, reference_label: str, page_size: int, root: EtcdRoot) -> int:
     stale = 0
     for location in NOT_REWRITABLE_LOCATIONS:
-        async for page in reader.scan(f"{root}/{location}/", page_size):
+        async for page in reader.scan(root.location(location), page_size):
             stale += sum(1 for entry in page if is_stale(classify(entry.value), reference_label))
     return stale
 

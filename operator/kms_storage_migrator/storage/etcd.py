@@ -27,8 +27,18 @@ from etcd3aio import Etcd3Client, EtcdConnectionError, EtcdError, EtcdTransientE
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.storage.keys import EtcdRoot
 
-__all__ = ["DEFAULT_PAGE_SIZE", "PAGE_BYTES", "EtcdConfig", "EtcdReader", "KeyValue", "RawEntry"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "PAGE_BYTES",
+    "EtcdConfig",
+    "EtcdReader",
+    "EtcdUnavailable",
+    "KeyValue",
+    "RawEntry",
+    "etcd_root_flag",
+]
 
 DEFAULT_PAGE_SIZE = 5000  # the most keys one range request asks for
 PAGE_BYTES = 1024 * 1024  # target page size; well under gRPC's 4 MiB message limit
@@ -47,6 +57,27 @@ class RawEntry(NamedTuple):  # a tuple: built once per key, so it must be cheap
 
 KeyValue = tuple[bytes, bytes]  # what scan_values yields per key: the cheapest page there is
 _Page = TypeVar("_Page", list[RawEntry], list[KeyValue])
+
+
+class EtcdUnavailable(UserError):
+    """etcd did not answer (refused, unavailable, timed out) after the reader's own retries.
+
+    An outage, worth waiting out; unlike a refused certificate, which no retry fixes.
+    """
+
+
+def _failure(display: str, error: BaseException) -> UserError:
+    """The one-line error for a failed request: an outage or a problem to fix."""
+    kind = EtcdUnavailable if _is_transient(error) else UserError
+    return kind(f"etcd at {display}: {_cause(error)}")
+
+
+def etcd_root_flag(text: str) -> EtcdRoot:
+    """``--etcd-prefix``: the one parser every command uses, so ``/`` means the same everywhere."""
+    try:
+        return EtcdRoot.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +308,11 @@ class EtcdReader:
         self.compaction_restarts = 0  # how often a scan moved to a newer revision
         self.revision = 0  # the revision the latest scan page was read at
 
+    @property
+    def display(self) -> str:
+        """The endpoints, for messages."""
+        return self._config.display
+
     async def __aenter__(self) -> Self:
         target = _resolve_endpoints(self._config.endpoints)
         tls: dict[str, bytes | None] = {}
@@ -319,11 +355,11 @@ class EtcdReader:
                 with attempt:
                     return await kv.get(start, end, timeout=self._config.timeout, **options)
         except (EtcdError, TimeoutError) as error:
-            raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+            raise _failure(self._config.display, error) from None
         except grpc.aio.AioRpcError as error:
             if _is_compacted(error) or _is_too_large(error):
                 raise
-            raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+            raise _failure(self._config.display, error) from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def get(self, key: bytes | str) -> RawEntry | None:
@@ -435,7 +471,7 @@ class EtcdReader:
                     if _is_too_large(error) and state.limit > _MIN_PAGE_SIZE:
                         state.limit = max(state.limit // 2, _MIN_PAGE_SIZE)  # over gRPC's message limit
                         continue
-                    raise UserError(f"etcd at {self._config.display}: {_cause(error)}") from None
+                    raise _failure(self._config.display, error) from None
                 cursor.pending = None
                 if state.revision == 0:
                     state.revision = int(response.header.revision)

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_ROOT",
     "NOT_REWRITABLE_LOCATIONS",
     "BuiltinLocation",
+    "EtcdRoot",
     "GroupResource",
     "ResourceIndex",
     "StoredKey",
@@ -28,7 +29,44 @@ __all__ = [
     "scan_boundaries",
 ]
 
-DEFAULT_ROOT = "/registry"
+
+@dataclass(frozen=True, slots=True)
+class EtcdRoot:
+    """The apiserver's ``--etcd-prefix``, normalised the way the apiserver joins it to keys.
+
+    kube-apiserver builds keys with Go's ``path.Join``, so repeated and trailing slashes vanish:
+    ``/registry/`` and ``/registry`` are the same root, and ``/`` puts objects at
+    ``/configmaps/...``. ``path`` is that root without a trailing slash (``""`` for ``/``); every
+    key of the apiserver starts with ``path + "/"``. Build one with :meth:`parse`.
+    """
+
+    path: str
+
+    @classmethod
+    def parse(cls, text: str) -> EtcdRoot:
+        """``--etcd-prefix`` as given on a command line; raises ValueError naming what is wrong."""
+        stripped = text.strip()
+        if not stripped.startswith("/"):
+            raise ValueError(
+                f"etcd prefix {text!r} must be an absolute path like the apiserver's --etcd-prefix "
+                "(default /registry)"
+            )
+        return cls("".join(f"/{segment}" for segment in stripped.split("/") if segment))
+
+    @property
+    def base(self) -> str:
+        """What every key of the apiserver starts with: the root and one slash."""
+        return f"{self.path}/"
+
+    def location(self, location: str) -> str:
+        """The key prefix (with a trailing slash) of a location under the root."""
+        return f"{self.base}{location}/"
+
+    def __str__(self) -> str:
+        return self.path or "/"
+
+
+DEFAULT_ROOT = EtcdRoot("/registry")
 
 # Custom resources served by the apiserver: (group, plural) → namespaced. None means the scope is
 # not known (e.g. learnt from CRD keys alone); it is then read from the key's shape.
@@ -188,19 +226,19 @@ def canonical(group: str, resource: str) -> GroupResource:
     return GroupResource(owner.group, owner.resource)
 
 
-def etcd_prefix(group: str, resource: str, index: ResourceIndex, *, root: str = DEFAULT_ROOT) -> str:
+def etcd_prefix(group: str, resource: str, index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT) -> str:
     """The key prefix (with a trailing slash) that holds every object of one resource."""
     entry = _BY_GROUP_RESOURCE.get(GroupResource(group, resource))
     if entry is not None:
-        return f"{root}/{entry.location}/"
+        return root.location(entry.location)
     if (group, resource) in index:
-        return f"{root}/{group}/{resource}/"
+        return root.location(f"{group}/{resource}")
     raise UnknownResourceError(
         f"{GroupResource(group, resource)} is neither built in nor a served custom resource"
     )
 
 
-def scan_boundaries(index: ResourceIndex, *, root: str = DEFAULT_ROOT) -> list[bytes]:
+def scan_boundaries(index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT) -> list[bytes]:
     """Where every known location starts and ends, to cut a scan of the root into one range per
     location (the gaps between them, where unknown keys would be, are still scanned)."""
     locations = [entry.location for entry in BUILTIN_LOCATIONS]
@@ -208,7 +246,7 @@ def scan_boundaries(index: ResourceIndex, *, root: str = DEFAULT_ROOT) -> list[b
     locations += [f"{group}/{plural}" for group, plural in index]
     boundaries: set[bytes] = set()
     for location in locations:
-        start = f"{root}/{location}/".encode()
+        start = root.location(location).encode()
         boundaries.add(start)
         boundaries.add(start[:-1] + b"0")  # "/" + 1: the first key after the whole location
     return sorted(boundaries)
@@ -223,14 +261,14 @@ def _to_text(key: bytes | str) -> str | None:
         return None
 
 
-def parse_key(key: bytes | str, index: ResourceIndex, *, root: str = DEFAULT_ROOT) -> StoredKey:
+def parse_key(key: bytes | str, index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT) -> StoredKey:
     """Which object an etcd key holds. Never raises: unrecognised keys come back not rewritable."""
     text = _to_text(key)
     if text is None:
         return _unmapped("", "key is not UTF-8")
-    if not text.startswith(root + "/"):
-        return _unmapped(text, f"outside {root}/")
-    segments = text[len(root) + 1 :].split("/")
+    if not text.startswith(root.base):
+        return _unmapped(text, f"outside {root.base}")
+    segments = text[len(root.base) :].split("/")
     if "" in segments:
         return _unmapped(text, "empty path segment")
     head = segments[0]
@@ -245,7 +283,7 @@ def parse_key(key: bytes | str, index: ResourceIndex, *, root: str = DEFAULT_ROO
     # CRD groups must contain a dot, built-in locations never do: this is a custom resource.
     if "." in head and len(segments) >= 3:
         return _custom_key(head, segments[1], segments[2:], index)
-    return _unmapped(head, f"no known resource is stored under {root}/{head}/")
+    return _unmapped(head, f"no known resource is stored under {root.location(head)}")
 
 
 def _unmapped(resource: str, reason: str) -> StoredKey:

@@ -1,0 +1,155 @@
+"""The Full walk: every object of a resource, from metadata-only list pages, and its checkpoint.
+
+The checkpoint is the list continue token of the next page and the last object done
+(``namespace/name``: lists come in etcd key order). A 410 on an expired continue token resumes
+from the fresh token in the 410 Status; a 410 without one lists again from the start, skipping
+what the checkpoint already counts; after MAX_LIST_RESTARTS such restarts the resource is given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kms_storage_migrator.kube import ApiError, TransportError
+from kms_storage_migrator.migration.boundary import ResourceAbandoned, as_retryable
+from kms_storage_migrator.migration.ports import ApiPort
+from kms_storage_migrator.migration.progress import MigrationProgress, ResourcePhase, ResourceProgress
+from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, transient_retrying
+from kms_storage_migrator.migration.resource_choice import ServedResource
+from kms_storage_migrator.migration.rewrite import RewriteObserver, RewriteTarget
+from kms_storage_migrator.migration.walk import Page
+
+log = logging.getLogger(__name__)
+
+LIST_ATTEMPTS = 5
+# More restarts than this mean the walk outlasts etcd compaction: the resource is given up.
+MAX_LIST_RESTARTS = 3
+
+
+class FullWalk:
+    def __init__(
+        self,
+        api: ApiPort,
+        limiter: AdaptiveRateLimiter,
+        observer: RewriteObserver,
+        progress: MigrationProgress,
+        *,
+        page_size: int,
+    ) -> None:
+        self._api = api
+        self._limiter = limiter
+        self._observer = observer
+        self._progress = progress
+        self._page_size = page_size
+
+    async def prepare(self, pending: list[tuple[ResourceProgress, ServedResource]]) -> None:
+        """One-object list per resource: remainingItemCount gives the total before any write."""
+        for entry, served in pending:
+            if entry.estimate or entry.checkpoint.continue_token:
+                continue
+            try:
+                page = await self._api.list_metadata(served.collection_path(), limit=1, continue_token=None)
+            except (ApiError, TransportError) as error:
+                log.info("%s: no estimate (%s)", entry.name, error)
+                continue
+            items = len(page.get("items") or [])
+            entry.estimate = items + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
+
+    async def pages(self, entry: ResourceProgress, served: ServedResource) -> AsyncIterator[Page]:
+        token = entry.checkpoint.continue_token
+        restarts = 0
+        while True:
+            try:
+                listed = await self._list_page(served, token)
+            except ApiError as error:
+                if error.status == 410:
+                    fresh = str((error.body.get("metadata") or {}).get("continue") or "") or None
+                    if fresh is None:
+                        restarts += 1
+                        self._restart(entry, restarts)
+                    else:
+                        log.info("%s: continue token expired, resuming from the one in the 410", entry.name)
+                    token = fresh
+                    continue
+                if error.status == 404:
+                    entry.phase = ResourcePhase.DONE
+                    entry.message = "no longer served"
+                    return
+                raise ResourceAbandoned(
+                    f"cannot list: {error.status} {error.reason}: {error.message}"
+                ) from error
+            metadata = listed.get("metadata") or {}
+            # After a restart, skip what the checkpoint already counts (a list is in key order).
+            items = [i for i in listed.get("items") or [] if _after(list_key(i), entry.checkpoint.last_key)]
+            remaining = int(metadata.get("remainingItemCount") or 0)
+            entry.estimate = max(entry.estimate, entry.counts.done + len(items) + remaining)
+            token = str(metadata.get("continue") or "") or None
+            last = list_key(items[-1]) if items else entry.checkpoint.last_key
+            yield Page([_target(served, item) for item in items], last, token, final=token is None)
+            if token is None:
+                return
+
+    def _restart(self, entry: ResourceProgress, restarts: int) -> None:
+        """A 410 without a fresh token: list again from the start, counting from the checkpoint."""
+        if restarts > MAX_LIST_RESTARTS:
+            raise ResourceAbandoned(
+                f"the list expired (410 Gone) {restarts} times with no continue token to resume from: "
+                "the walk outlasts etcd compaction; retry with a larger pageSize or qps"
+            )
+        log.warning("%s: list expired with no fresh continue token, restart %d", entry.name, restarts)
+        self._progress.rewind(entry)  # drop the page that was cut short; keep committed counts
+
+    async def _list_page(self, served: ServedResource, token: str | None) -> dict[str, Any]:
+        """One metadata-only page, under the same limiter and retry policy as the writes.
+
+        Retries that run out raise RetryableFailure: the boundary reads that as an outage.
+        """
+        async for attempt in transient_retrying(LIST_ATTEMPTS):
+            with attempt:
+                return await self._list_once(served, token)
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _list_once(self, served: ServedResource, token: str | None) -> dict[str, Any]:
+        await self._limiter.acquire()
+        started = time.monotonic()
+        code = "200"
+        try:
+            return await self._api.list_metadata(
+                served.collection_path(), limit=self._page_size, continue_token=token
+            )
+        except (ApiError, TransportError) as error:
+            code = "transport" if isinstance(error, TransportError) else str(error.status)
+            retryable = as_retryable(error)
+            if retryable is None:
+                raise
+            if isinstance(error, ApiError):
+                self._limiter.overloaded()
+            raise retryable from error
+        finally:
+            self._observer.request_done(served.name, code, time.monotonic() - started)
+
+
+def list_key(item: dict[str, Any]) -> str:
+    """Where a listed object sorts: lists come in etcd key order, i.e. by namespace/name."""
+    metadata = item.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    name = str(metadata.get("name") or "")
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _after(key: str, checkpoint_key: str | None) -> bool:
+    return checkpoint_key is None or key > checkpoint_key
+
+
+def _target(served: ServedResource, item: dict[str, Any]) -> RewriteTarget:
+    metadata = item.get("metadata") or {}
+    return RewriteTarget(
+        served,
+        metadata.get("namespace") or None,
+        str(metadata.get("name") or ""),
+        str(metadata.get("resourceVersion") or ""),
+        str(metadata.get("uid") or "") or None,
+    )

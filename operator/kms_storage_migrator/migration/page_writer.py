@@ -1,0 +1,117 @@
+"""One page of targets written: up to ``concurrency`` at once, each outcome recorded once.
+
+Recording is where the per-object rules apply: failures go to status (the first few also as
+events), a resource whose first writes are all forbidden is given up as a whole, and the first
+successful write of a resource teaches its current write format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kms_storage_migrator.migration.boundary import MigrationStopped, ResourceAbandoned
+from kms_storage_migrator.migration.format_learning import FormatLearner
+from kms_storage_migrator.migration.outcome import FAILED_OUTCOMES, Outcome
+from kms_storage_migrator.migration.progress import MAX_FAILURES, Failure, MigrationProgress, ResourceProgress
+from kms_storage_migrator.migration.rewrite import Rewriter, RewriteResult, RewriteTarget
+from kms_storage_migrator.migration.status_publisher import MigrationObserver, MigrationSink
+from kms_storage_migrator.migration.verify import object_key
+from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex
+
+# A resource whose first writes are all forbidden is skipped instead of failing object by object.
+FORBIDDEN_STREAK_LIMIT = 10
+LEARNABLE = frozenset({Outcome.REWRITTEN, Outcome.UNCHANGED})
+
+
+@dataclass
+class PageResult:
+    written: int = 0
+    exhausted: int = 0  # objects whose retries ran out: maybe an outage, the driver checks
+
+
+class PageWriter:
+    def __init__(
+        self,
+        rewriter: Rewriter,
+        progress: MigrationProgress,
+        sink: MigrationSink,
+        observer: MigrationObserver,
+        learner: FormatLearner,
+        *,
+        concurrency: int,
+        root: EtcdRoot,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self._rewriter = rewriter
+        self._progress = progress
+        self._sink = sink
+        self._observer = observer
+        self._learner = learner
+        self._concurrency = concurrency
+        self._root = root
+        self._should_stop = should_stop
+        self._forbidden_streak: dict[str, int] = {}
+        self.index: ResourceIndex = {}  # set after discovery: where custom resources are stored
+
+    def check_stop(self) -> None:
+        if self._should_stop():
+            raise MigrationStopped("stop requested")
+
+    async def write(self, entry: ResourceProgress, targets: Sequence[RewriteTarget]) -> PageResult:
+        result = PageResult()
+        if not targets:
+            return result
+        semaphore = asyncio.Semaphore(self._concurrency)
+
+        async def write_one(target: RewriteTarget) -> None:
+            async with semaphore:
+                self.check_stop()
+                outcome = await self.write_one(entry, target)
+                result.written += 1
+                result.exhausted += outcome is Outcome.EXHAUSTED
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for target in targets:
+                    group.create_task(write_one(target))
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
+        return result
+
+    async def write_one(self, entry: ResourceProgress, target: RewriteTarget) -> Outcome:
+        rewritten = await self._rewriter.rewrite(target)
+        await self._record(entry, rewritten)
+        return rewritten.outcome
+
+    async def _record(self, entry: ResourceProgress, result: RewriteResult) -> None:
+        entry.counts.record(result.outcome)
+        entry.counts.retries += result.attempts - 1
+        self._observer.outcome(entry.name, result.outcome)
+        if result.outcome in FAILED_OUTCOMES:
+            await self._record_failure(entry, result)
+            return
+        self._forbidden_streak[entry.name] = -1  # one success: the resource is writable
+        if result.outcome in LEARNABLE and self._learner.wants(entry):
+            target = result.target
+            key = object_key(target.resource, self.index, target.namespace, target.name, root=self._root)
+            await self._learner.learn_from(entry, key)
+
+    async def _record_failure(self, entry: ResourceProgress, result: RewriteResult) -> None:
+        target = result.target
+        reason = result.reason or result.outcome.value
+        failure = Failure(entry.name, target.namespace or "", target.name, reason, result.message)
+        first_few = self._progress.failures_total < MAX_FAILURES
+        self._progress.record_failure(failure)
+        if first_few:
+            await self._sink.event(
+                "Warning",
+                "ObjectNotRewritten",
+                f"{target.describe()}: {failure.reason}: {failure.message}"[:400],
+            )
+        streak = self._forbidden_streak.get(entry.name, 0)
+        if result.reason == "Forbidden" and streak >= 0:
+            self._forbidden_streak[entry.name] = streak + 1
+            if streak + 1 >= FORBIDDEN_STREAK_LIMIT:
+                raise ResourceAbandoned(f"every write is forbidden ({result.message})")

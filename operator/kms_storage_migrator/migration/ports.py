@@ -1,0 +1,41 @@
+"""What the engine needs of the apiserver and of etcd: small Protocols, so any stand-in type-checks.
+
+``kube.KubeApi`` and ``storage.etcd.EtcdReader`` satisfy them; so do the in-memory fakes of the
+unit tests, without casts or ignores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from kms_storage_migrator.storage.etcd import RawEntry
+
+
+class ApiPort(Protocol):
+    """The apiserver requests of a migration: discovery, metadata lists, the no-op patch."""
+
+    async def get_json(self, path: str) -> dict[str, Any]: ...
+
+    async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]: ...
+
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        content_type: str = ...,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class EtcdPort(Protocol):
+    """Read-only etcd: one key, a key count, and the keys under a prefix in pages (resumable)."""
+
+    async def get(self, key: bytes | str) -> RawEntry | None: ...
+
+    async def count(self, prefix: bytes | str) -> int: ...
+
+    def scan(
+        self, prefix: bytes | str, page_size: int = ..., *, start_after: bytes | None = None
+    ) -> AsyncIterator[list[RawEntry]]: ...

@@ -1,0 +1,134 @@
+"""Publishing a migration's status: at every phase change and page end, from a ticker, and at the end.
+
+Progress is best effort (a missed checkpoint only means redoing a page after a crash); the final
+status is the result, so it is retried, and when it never lands the caller hears about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from kms_storage_migrator.kube import ApiError, TransportError
+from kms_storage_migrator.migration.boundary import MigrationStopped, RunAgainLater, as_retryable
+from kms_storage_migrator.migration.outcome import Outcome
+from kms_storage_migrator.migration.progress import MigrationProgress, Phase, to_status
+from kms_storage_migrator.migration.ratelimit import RetryableFailure, transient_retrying
+from kms_storage_migrator.migration.rewrite import NoObserver, RewriteObserver
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_SECONDS = 3.0
+# The final status carries the outcome: tried this often (transient policy) before the caller retries.
+FINAL_PUBLISH_ATTEMPTS = 8
+
+
+class MigrationSink(Protocol):
+    """Where a running migration reports: the CR status and its events (or anything else)."""
+
+    async def publish(self, status: dict[str, Any]) -> None: ...
+
+    async def event(self, kind: str, reason: str, message: str) -> None: ...
+
+
+class MigrationObserver(RewriteObserver, Protocol):
+    def outcome(self, resource: str, outcome: Outcome) -> None: ...
+
+    def status(self, phase: Phase, remaining: int) -> None: ...
+
+
+class NullObserver(NoObserver):
+    def outcome(self, resource: str, outcome: Outcome) -> None:
+        return None
+
+    def status(self, phase: Phase, remaining: int) -> None:
+        return None
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusPublisher:
+    """One lock around every publish, so a ticker and a page end never interleave documents."""
+
+    def __init__(
+        self,
+        progress: MigrationProgress,
+        sink: MigrationSink,
+        observer: MigrationObserver,
+        *,
+        interval: float = STATUS_INTERVAL_SECONDS,
+    ) -> None:
+        self._progress = progress
+        self._sink = sink
+        self._observer = observer
+        self._interval = interval
+        self._published_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _document(self) -> dict[str, Any]:
+        document = to_status(self._progress, utc_now())
+        self._observer.status(self._progress.phase, int(document["totals"]["remaining"]))
+        return document
+
+    async def publish(self, *, force: bool = False) -> None:
+        """Store the status now (``force``) or when the interval has passed; failures are logged."""
+        if not force and time.monotonic() - self._published_at < self._interval:
+            return
+        async with self._lock:
+            self._published_at = time.monotonic()
+            try:
+                await self._sink.publish(self._document())
+            except (ApiError, TransportError) as error:
+                log.warning("status update failed (next one in %ss): %s", self._interval, error)
+
+    async def publish_final(self) -> None:
+        """The terminal status: retried; :class:`RunAgainLater` when it never lands.
+
+        A lost final status would leave the CR mid-phase with no daemon running for it; the
+        caller runs the migration again, which resumes from the last checkpoint.
+        """
+        document = self._document()
+        try:
+            async for attempt in transient_retrying(FINAL_PUBLISH_ATTEMPTS):
+                with attempt:
+                    async with self._lock:
+                        await self._publish_once(document)
+        except (RetryableFailure, ApiError) as error:
+            raise RunAgainLater(f"cannot store the final status: {error}") from error
+
+    async def _publish_once(self, document: dict[str, Any]) -> None:
+        try:
+            await self._sink.publish(document)
+        except (ApiError, TransportError) as error:
+            retryable = as_retryable(error)
+            if retryable is None and isinstance(error, ApiError) and error.status == 409:
+                retryable = RetryableFailure(error.reason, error.message)
+            if retryable is None:
+                raise
+            raise retryable from error
+
+    @contextlib.asynccontextmanager
+    async def ticking(self) -> AsyncIterator[None]:
+        """Publish every interval while the body runs (a long page still shows progress)."""
+        ticker = asyncio.create_task(self._tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.publish()
+            except MigrationStopped:
+                return  # the main task sees the same at its next publish or stop check

@@ -1,0 +1,106 @@
+"""The Targeted walk: a resource's etcd keys in order, writing only the stale ones; its checkpoint.
+
+The checkpoint is the last etcd key done. Before the walk, a few objects of each resource are
+written as *format probes* (the first keys, so the checkpoint starts after them and no probe is
+written or counted twice): reading one back says how the apiserver writes that resource now.
+Each resource is read from etcd once here and once by verification; the estimate comes from a
+key count (no values) and shrinks as the walk passes objects that are already current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from kms_storage_migrator.migration.format_learning import FormatLearner
+from kms_storage_migrator.migration.page_writer import PageWriter
+from kms_storage_migrator.migration.ports import EtcdPort
+from kms_storage_migrator.migration.progress import ResourcePhase, ResourceProgress
+from kms_storage_migrator.migration.resource_choice import ServedResource
+from kms_storage_migrator.migration.rewrite import RewriteTarget
+from kms_storage_migrator.migration.staleness import is_rewritable, is_stale
+from kms_storage_migrator.migration.verify import StoredObject, stored_objects
+from kms_storage_migrator.migration.walk import Page
+from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
+
+FORMAT_PROBES = 5  # objects tried per resource to learn its current write format
+
+
+class TargetedWalk:
+    def __init__(
+        self,
+        etcd: EtcdPort,
+        writer: PageWriter,
+        learner: FormatLearner,
+        *,
+        page_size: int,
+        root: EtcdRoot,
+    ) -> None:
+        self._etcd = etcd
+        self._writer = writer
+        self._learner = learner
+        self._page_size = page_size
+        self._root = root
+        self.index: ResourceIndex = {}  # set after discovery
+
+    async def prepare(self, pending: list[tuple[ResourceProgress, ServedResource]]) -> None:
+        for entry, served in pending:
+            await self._probe_format(entry, served)
+            if self._learner.expected(entry) is None:
+                entry.phase = ResourcePhase.FAILED
+                entry.message = "cannot learn the current write format (no object could be rewritten)"
+                continue
+            prefix = etcd_prefix(served.group, served.resource, self.index, root=self._root)
+            keys = await self._etcd.count(prefix)
+            entry.scanned = keys
+            entry.estimate = entry.counts.done + keys
+
+    async def _probe_format(self, entry: ResourceProgress, served: ServedResource) -> None:
+        """Write the first few objects until one read-back shows the resource's current format."""
+        if not self._learner.wants(entry):
+            return
+        pages = self._stored(served, FORMAT_PROBES, entry.checkpoint.last_key)
+        try:
+            async for page in pages:
+                for item in page:
+                    if not is_rewritable(item.stored_format):
+                        continue  # undecodable: the apiserver would answer 500; verification reports it
+                    await self._writer.write_one(entry, _target(served, item))
+                    entry.checkpoint.last_key = item.key  # committed with the counts below
+                    if entry.write_format is not None:
+                        return
+                return  # only the first few objects: a resource nobody may write is not read twice
+        finally:
+            await pages.aclose()
+            # Probe outcomes are final: keep their counts across a restart, walk after them.
+            entry.commit(last_key=entry.checkpoint.last_key)
+
+    async def pages(self, entry: ResourceProgress, served: ServedResource) -> AsyncIterator[Page]:
+        expected = self._learner.expected(entry)
+        if expected is None:
+            entry.phase = ResourcePhase.FAILED
+            entry.message = "current write format unknown"
+            return
+        last = entry.checkpoint.last_key
+        async for page in self._stored(served, self._page_size, last):
+            targets = [
+                _target(served, item)
+                for item in page
+                if is_rewritable(item.stored_format) and is_stale(item.stored_format, expected)
+            ]
+            # Objects already current are not written: the estimate was an upper bound.
+            passed = len(page) - len(targets)
+            entry.estimate = max(entry.counts.done + len(targets), entry.estimate - passed)
+            last = page[-1].key
+            yield Page(targets, last)
+        entry.estimate = entry.counts.done
+        yield Page([], last, final=True)
+
+    def _stored(
+        self, served: ServedResource, page_size: int, after: str | None
+    ) -> AsyncGenerator[list[StoredObject], None]:
+        return stored_objects(self._etcd, served, self.index, page_size, after_key=after, root=self._root)
+
+
+def _target(served: ServedResource, item: StoredObject) -> RewriteTarget:
+    # etcd's mod_revision is the resourceVersion: the write is pinned to the version read.
+    return RewriteTarget(served, item.stored_key.namespace, item.stored_key.name, str(item.mod_revision))

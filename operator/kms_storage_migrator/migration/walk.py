@@ -1,0 +1,32 @@
+"""What the driver needs of a walk (Full or Targeted): an estimate, then pages of targets.
+
+A walk owns its checkpoint's meaning (a list position, an etcd key); the driver only commits
+what a page says once the page's writes are recorded, so a crash redoes at most that page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kms_storage_migrator.migration.progress import ResourceProgress
+from kms_storage_migrator.migration.resource_choice import ServedResource
+from kms_storage_migrator.migration.rewrite import RewriteTarget
+
+
+@dataclass(frozen=True)
+class Page:
+    targets: Sequence[RewriteTarget]
+    last_key: str | None  # the checkpoint once written: resume after this key
+    continue_token: str | None = None  # Full: the list page to resume at
+    final: bool = False  # the resource is done after this page
+
+
+class Walk(Protocol):
+    async def prepare(self, pending: list[tuple[ResourceProgress, ServedResource]]) -> None:
+        """Estimate each resource before the first write (and, Targeted, learn its format)."""
+
+    def pages(self, entry: ResourceProgress, served: ServedResource) -> AsyncIterator[Page]:
+        """The resource's pages after its checkpoint, in key order."""
+        ...
