@@ -13,7 +13,7 @@ import asyncio
 import datetime
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,13 @@ from kms_storage_migrator.kube import ApiCredentials, ApiError, KubeApi, Transpo
 from kms_storage_migrator.statusview.model import (
     FAILED,
     SUCCEEDED,
+    MigrationView,
     exit_code,
     migration_names,
     newest,
     read_migration,
 )
-from kms_storage_migrator.statusview.render import render
+from kms_storage_migrator.statusview.render import render, summary_line
 
 __all__ = ["add_arguments", "register", "run_status"]
 
@@ -107,18 +108,38 @@ async def _show(
         if not watch:
             console.print(render(view, _now()))
             return exit_code(view)
-        with Live(render(view, _now()), console=console, auto_refresh=False) as live:
-            while view.phase not in (SUCCEEDED, FAILED):
-                await asyncio.sleep(interval)
-                note: str | None = None
-                try:
-                    view = read_migration(await fetch_migration(api, credentials, view.name))
-                except (ApiError, TransportError) as error:
-                    if isinstance(error, ApiError) and error.status not in TRANSIENT_STATUSES:
-                        raise UserError(_explain(error, credentials, view.name)) from None
-                    note = f"cannot read it just now ({_short_error(error)}); showing the last state read"
-                live.update(_with_note(render(view, _now()), note), refresh=True)
+        first = view
+        if console.is_terminal:
+            with Live(render(first, _now()), console=console, auto_refresh=False) as live:
+                async for view, note in _follow(api, credentials, first, interval):
+                    live.update(_with_note(render(view, _now()), note), refresh=True)
+        else:
+            # A pipe or a log gets one line per visible change, then the whole table at the end.
+            last = summary_line(first)
+            console.print(Text(last))
+            async for view, note in _follow(api, credentials, first, interval):
+                line = summary_line(view) + (f"  ({note})" if note else "")
+                if line != last:
+                    console.print(Text(line))
+                    last = line
+            console.print(render(view, _now()))
         return exit_code(view)
+
+
+async def _follow(
+    api: KubeApi, credentials: ApiCredentials, view: MigrationView, interval: float
+) -> AsyncIterator[tuple[MigrationView, str | None]]:
+    """Read the migration every ``interval`` until it is finished; brief outages only add a note."""
+    while view.phase not in (SUCCEEDED, FAILED):
+        await asyncio.sleep(interval)
+        note: str | None = None
+        try:
+            view = read_migration(await api.get_json(f"{STORAGE_MIGRATIONS}/{view.name}"))
+        except (ApiError, TransportError) as error:
+            if isinstance(error, ApiError) and error.status not in TRANSIENT_STATUSES:
+                raise UserError(_explain(error, credentials, view.name)) from None
+            note = f"cannot read it just now ({_short_error(error)}); showing the last state read"
+        yield view, note
 
 
 async def fetch_migration(api: KubeApi, credentials: ApiCredentials, name: str | None) -> Mapping[str, Any]:

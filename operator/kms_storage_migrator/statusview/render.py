@@ -20,7 +20,7 @@ from rich.text import Text
 
 from kms_storage_migrator.statusview.model import COUNT_FIELDS, MigrationView, ResourceRow
 
-__all__ = ["render", "render_text"]
+__all__ = ["render", "render_text", "summary_line"]
 
 PHASE_STYLES = {
     "Succeeded": "bold green",
@@ -58,6 +58,20 @@ def render_text(view: MigrationView, *, width: int = 120, now: datetime.datetime
     console = Console(file=io.StringIO(), width=width, color_system=None, record=True)
     console.print(render(view, now))
     return console.export_text()
+
+
+def summary_line(view: MigrationView) -> str:
+    """One line for a log or a pipe: name, phase, progress, objects done, failures."""
+    totals = view.totals or _sum_rows(view.resources)
+    done = sum(totals.get(name, 0) for name in COUNT_FIELDS)
+    parts = [view.name, view.phase or "no phase yet"]
+    if view.progress:
+        parts.append(view.progress)
+    total = totals.get("objectsTotal")
+    parts.append(f"{done}/{total} objects" if total is not None else f"{done} objects")
+    failed = view.failures_total if view.failures_total is not None else totals.get("failed", 0)
+    parts.append(f"{failed} failed")
+    return "  ".join(parts)
 
 
 def _header(view: MigrationView, now: datetime.datetime | None) -> RenderableType:
