@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kms_storage_migrator.devcluster import processes
 from kms_storage_migrator.devcluster.cluster import DevCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,3 +164,33 @@ def resource_versions(found: dict[str, dict[str, Any]]) -> dict[str, str]:
 def scan(cluster: DevCluster, *resources: str) -> dict[str, Any]:
     """The inventory of etcd against the cluster's current key id (independent of the operator)."""
     return cluster.scan_report(*resources)
+
+
+@contextmanager
+def etcd_stopped(cluster: DevCluster) -> Iterator[None]:
+    """etcd really stopped (its process gone, the port closed), then started again as the cluster
+    starts it: same data, same port, the same certificates."""
+    state = cluster.load_state()
+    ticks = getattr(state, "start_ticks", {}).get("etcd")
+    options = {"start_ticks": ticks} if ticks is not None else {}
+    processes.stop(state.pids.get("etcd"), *cluster._identity("etcd"), **options)
+    try:
+        yield
+    finally:
+        processes.wait_for_port_release(state.etcd_client_port, timeout_seconds=30)
+        cluster._start_etcd(cluster.load_state())
+
+
+def configmaps_list(namespace: str, count: int, *, prefix: str = "cm") -> str:
+    """A Namespace and ``count`` small ConfigMaps in it, as one List for ``kubectl create -f -``."""
+    items: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    items += [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{prefix}-{index:05d}", "namespace": namespace},
+            "data": {"value": str(index), "note": "legacy plaintext"},
+        }
+        for index in range(count)
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ def run_operator(*args: str, environment: dict[str, str] | None = None) -> subpr
         [sys.executable, "-m", "kms_storage_migrator", "run", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,  # a refused setting ends at once; kopf starting would run until killed
         env={**os.environ, **(environment or {})},
         check=False,
     )
@@ -60,3 +61,14 @@ def test_a_bad_environment_value_is_a_flag_error(dev_cluster: DevCluster) -> Non
     )
     assert completed.returncode == 2
     assert "argument --qps: 'fast' is not a whole number" in completed.stderr
+
+
+def test_a_busy_metrics_port_is_refused_before_the_operator_starts(dev_cluster: DevCluster) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = run_operator("--kubeconfig", str(dev_cluster.kubeconfig), "--metrics-port", str(port))
+    assert_one_line_error(
+        completed, f"--metrics-port {port}", "Address already in use", "0 to serve no metrics"
+    )

@@ -377,3 +377,29 @@ async def test_scan_resumes_after_compaction_without_losing_or_repeating_keys(
     # The apiserver keeps writing: keys present throughout are each seen once, in key order.
     assert seen == sorted(set(seen))
     assert set(expected) & set(after) <= set(seen)
+
+
+def test_a_prefix_holding_none_of_the_apiservers_keys_fails_the_guard(dev_cluster: DevCluster) -> None:
+    """``/`` holds every key, but the apiserver writes under /registry: nothing there is its own."""
+    completed = scan(
+        "--etcd-config",
+        str(dev_cluster.etcd_config),
+        "--etcd-prefix",
+        "/",
+        "--expect-key-id",
+        dev_cluster.current_key_id(),
+        "--fail-on-stale",
+    )
+    line = one_line_error(completed)
+    assert "no keys under '/' that kube-apiserver writes" in line
+    assert "--etcd-prefix" in line
+
+
+def test_the_same_prefix_written_differently_scans_the_same(dev_cluster: DevCluster) -> None:
+    plain = scan("--etcd-config", str(dev_cluster.etcd_config), "-o", "json")
+    slashed = scan(
+        "--etcd-config", str(dev_cluster.etcd_config), "--etcd-prefix", "//registry/", "-o", "json"
+    )
+    assert plain.returncode == slashed.returncode == 0, slashed.stderr
+    assert json.loads(slashed.stdout)["summary"]["total"] > 0
+    assert json.loads(slashed.stdout)["resources"] == json.loads(plain.stdout)["resources"]

@@ -9,13 +9,13 @@ one page and never counts an object twice.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from kms_storage_migrator.migration.outcome import Outcome
-from kms_storage_migrator.migration.resource_choice import DroppedResource
+from kms_storage_migrator.migration.resource_choice import DroppedResource, ServedResource
 
 MAX_FAILURES = 10
 MAX_EXAMPLES = 10
@@ -266,6 +266,20 @@ class MigrationProgress:
     key_id: str | None = None
     verification: Verification | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
+
+    def track(self, chosen: Sequence[ServedResource], dropped: Sequence[DroppedResource]) -> None:
+        """Adopt what discovery chose: new types start Pending, types no longer served are Done."""
+        self.dropped = list(dropped)
+        known = {r.name for r in self.resources}
+        self.resources += [
+            ResourceProgress(s.group, s.version, s.resource) for s in chosen if s.name not in known
+        ]
+        served = {s.name for s in chosen}
+        for entry in self.resources:
+            if entry.name not in served and entry.phase not in (ResourcePhase.DONE, ResourcePhase.FAILED):
+                entry.phase = ResourcePhase.DONE
+                entry.message = "no longer served"
+        self.resources.sort(key=lambda r: r.name)
 
     def record_failure(self, failure: Failure) -> None:
         self.failures_total += 1

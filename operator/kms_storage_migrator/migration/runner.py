@@ -12,23 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kms_storage_migrator.kube import ApiError, TransportError
 from kms_storage_migrator.migration.boundary import (
-    APISERVER,
     InfrastructureUnavailable,
     MigrationFailed,
     MigrationStopped,
     ResourceAbandoned,
-    as_retryable,
     at_phase_level,
 )
 from kms_storage_migrator.migration.discovery import discover
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.full_walk import FullWalk
+from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PinnedMode, PlanError, pin_mode
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
@@ -61,9 +58,6 @@ log = logging.getLogger(__name__)
 
 # Phases in the order a migration reaches them: a resumed run never publishes an earlier one.
 PHASE_ORDER = (Phase.PENDING, Phase.DISCOVERING, Phase.SCANNING, Phase.MIGRATING, Phase.VERIFYING)
-OUTAGE_FIRST_WAIT = 2.0
-OUTAGE_MAX_WAIT = 60.0
-READINESS_PATH = "/readyz"
 
 
 @dataclass(frozen=True)
@@ -121,9 +115,18 @@ class MigrationRunner:
             if etcd is not None
             else None
         )
+        self._outages = OutageWatch(
+            api,
+            etcd,
+            probe_key=cr_key or etcd_prefix.base,
+            progress=progress,
+            publisher=self._publisher,
+            sink=sink,
+            sleep=sleep,
+            check_stop=self._writer.check_stop,
+        )
         self._mode = Mode.FULL
         self._served: dict[str, ServedResource] = {}
-        self._outage_since = 0.0
 
     # ---- the driver ---------------------------------------------------------------------------
 
@@ -148,7 +151,7 @@ class MigrationRunner:
                         return progress
                     assert isinstance(meaning, InfrastructureUnavailable)
                     outages += 1
-                    await self._wait_out(meaning, outages)
+                    await self._outages.wait_out(meaning, outages)
 
     def _steps(self) -> list[Step]:
         if self._mode is Mode.VERIFY_ONLY:
@@ -186,20 +189,7 @@ class MigrationRunner:
         self._writer.index = resource_index(result.chosen)
         if self._targeted is not None:
             self._targeted.index = self._writer.index
-        progress = self.progress
-        progress.dropped = list(result.dropped)
-        known = {r.name for r in progress.resources}
-        progress.resources += [
-            ResourceProgress(s.group, s.version, s.resource) for s in result.chosen if s.name not in known
-        ]
-        for entry in progress.resources:
-            if entry.name not in self._served and entry.phase not in (
-                ResourcePhase.DONE,
-                ResourcePhase.FAILED,
-            ):
-                entry.phase = ResourcePhase.DONE
-                entry.message = "no longer served"
-        progress.resources.sort(key=lambda r: r.name)
+        self.progress.track(result.chosen, result.dropped)
         if self._mode is Mode.FULL:
             await self._full.prepare(self._pending())
         await self._publisher.publish(force=True)
@@ -251,13 +241,13 @@ class MigrationRunner:
                 written = await self._writer.write(entry, page.targets)
                 if written.exhausted:
                     # Retries that ran out during an outage are no outcome: redo the page later.
-                    await self._require_infrastructure()
+                    await self._outages.require_available()
                 entry.commit(continue_token=page.continue_token, last_key=page.last_key)
                 if page.final:
                     entry.phase = ResourcePhase.DONE
                 await self._publisher.publish(force=True)
         except RetryableFailure as failure:
-            await self._require_infrastructure()
+            await self._outages.require_available()  # an outage, or this resource alone fails
             raise ResourceAbandoned(f"cannot list: {failure}") from failure
 
     async def _verify(self) -> None:
@@ -283,37 +273,6 @@ class MigrationRunner:
         self._writer.check_stop()
         self.progress.verification = report.verification()
         await self._finish(decide(self.progress, report, self._mode))
-
-    # ---- outages ------------------------------------------------------------------------------
-
-    async def _wait_out(self, outage: InfrastructureUnavailable, attempt: int) -> None:
-        """Keep the phase, say what is awaited, back off; then go on once it answers again."""
-        delay = min(OUTAGE_MAX_WAIT, OUTAGE_FIRST_WAIT * 2 ** (attempt - 1))
-        phase = self.progress.phase
-        message = f"{outage}; phase {phase.value} kept, retry {attempt} in {delay:.0f}s"
-        self.progress.message = message
-        log.warning("%s", message)
-        if attempt == 1:
-            self._outage_since = time.monotonic()
-            await self._sink.event("Warning", "InfrastructureUnavailable", message)
-        await self._publisher.publish(force=True)
-        await self._sleep(delay)
-        self._writer.check_stop()
-        await self._require_infrastructure()
-        waited = time.monotonic() - self._outage_since
-        await self._sink.event(
-            "Normal", "InfrastructureAvailable", f"{outage.what} answers again after {waited:.0f}s; resuming"
-        )
-
-    async def _require_infrastructure(self) -> None:
-        """Raise InfrastructureUnavailable unless the apiserver is ready and etcd answers."""
-        try:
-            await self._api.get_json(READINESS_PATH)
-        except (ApiError, TransportError) as error:
-            if as_retryable(error) is not None:
-                raise InfrastructureUnavailable(APISERVER, f"{READINESS_PATH}: {error}") from error
-        if self._etcd is not None:
-            await self._etcd.get(self._cr_key or self._root.base)  # EtcdUnavailable: the boundary maps it
 
     # ---- helpers ------------------------------------------------------------------------------
 
