@@ -134,10 +134,19 @@ def refresh_due(
     """Whether a token obtained at ``obtained_at`` should be replaced before the next request."""
     if reread_seconds is not None and now - obtained_at >= reread_seconds:
         return True
+    renew_at = renewal_time(expires_at, obtained_at)
+    return renew_at is not None and now >= renew_at
+
+
+def renewal_time(expires_at: float | None, obtained_at: float) -> float | None:
+    """When a token that expires at ``expires_at`` should be replaced (Unix time), if it expires.
+
+    Also the ``expiration`` to give kopf's ConnectionInfo, so kopf logs in again in time.
+    """
     if expires_at is None:
-        return False
+        return None
     lifetime = max(0.0, expires_at - obtained_at)
-    return now >= expires_at - min(EXPIRY_MARGIN_SECONDS, lifetime * EXPIRY_MARGIN_FRACTION)
+    return expires_at - min(EXPIRY_MARGIN_SECONDS, lifetime * EXPIRY_MARGIN_FRACTION)
 
 
 def _bearer_token(configuration: client.Configuration, expiry: Any = None) -> BearerToken | None:

@@ -30,6 +30,7 @@ from kms_storage_migrator.kube import (
     jwt_expiry,
     load_credentials,
     refresh_due,
+    renewal_time,
 )
 
 
@@ -57,6 +58,12 @@ def test_refresh_schedule(
     expires_at: float | None, obtained_at: float, now: float, reread: float | None, due: bool
 ) -> None:
     assert refresh_due(expires_at, obtained_at, now, reread) is due
+
+
+def test_renewal_time_is_what_kopf_gets_as_expiration() -> None:
+    assert renewal_time(None, 0.0) is None
+    assert renewal_time(3600.0, 0.0) == 3570.0
+    assert renewal_time(4.0, 0.0) == 3.0
 
 
 @pytest.mark.parametrize(
