@@ -1,9 +1,10 @@
 """The one Kubernetes API client: credentials, raw JSON over aiohttp, metadata-only requests.
 
 Credentials come from a kubeconfig or the in-cluster service account through the official
-``kubernetes`` package's loaders (blocking, so only at startup); every request afterwards is
-async. Lists and patch responses ask for ``PartialObjectMetadata`` so decrypted payloads
-(Secret data, ConfigMap data) never reach this process.
+``kubernetes`` package's loaders (blocking: at startup, and in a worker thread when a token is
+renewed before expiry or after a 401); every request is async. Lists and patch responses ask
+for ``PartialObjectMetadata`` so decrypted payloads (Secret data, ConfigMap data) do not reach
+this process, and kubectl's last-applied annotation, which may copy them, is dropped at parse.
 """
 
 from __future__ import annotations
