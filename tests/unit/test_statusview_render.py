@@ -173,6 +173,21 @@ GARBAGE_STATUS = {
             id="fields-added-later",
         ),
         pytest.param(
+            {
+                "phase": "Migrating",
+                "resources": [
+                    {"name": "core/secrets", "phase": "Migrating", "objectsTotal": 10, "rewritten": 5},
+                    {"name": "storage.k8s.io/csidrivers", "phase": "Done", "objectsTotal": 0},
+                    {"name": "node.k8s.io/runtimeclasses", "phase": "Done", "objectsTotal": 0},
+                    {"name": "core/events", "phase": "Pending", "objectsTotal": 0},
+                ],
+            },
+            ["core/secrets", "core/events", "and 2 resource type(s) with no objects, done", "5/10"],
+            ["csidrivers", "runtimeclasses"],
+            0,
+            id="empty-finished-resources-are-only-counted",
+        ),
+        pytest.param(
             None,
             ["StorageMigration rotate-1  no phase yet", "No status yet: is the operator running?"],
             ["RESOURCE"],

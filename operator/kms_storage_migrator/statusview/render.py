@@ -30,6 +30,7 @@ PHASE_STYLES = {
 RESOURCE_PHASE_STYLES = {"Done": "green", "Failed": "red", "Migrating": "cyan", "Pending": "dim"}
 BAR_WIDTH = 12
 UNBOUNDED = 10_000
+RESOURCE_NAME_WIDTH = 48  # longer group/resource names fold onto a second line
 ESSENTIAL_COUNTS = ("rewritten", "failed")  # shown even when zero, and even on a narrow terminal
 MAX_EXTRA_VALUE = 120  # an unknown field's value is shown, but not a page of it
 MAX_DROPPED_NAMES = 12
@@ -126,6 +127,9 @@ class _ResourceTable:
             if natural <= options.max_width:
                 break
         yield table
+        empty = sum(1 for row in self.view.resources if _is_empty_and_done(row))
+        if empty:
+            yield Text(f"and {empty} resource type(s) with no objects, done", style="dim")
 
 
 def _resource_table(view: MigrationView, *, with_bars: bool, essential_only: bool) -> Table:
@@ -136,7 +140,13 @@ def _resource_table(view: MigrationView, *, with_bars: bool, essential_only: boo
     objects_total = totals.get("objectsTotal")
     # Numbers never wrap and long resource names only fold: nothing is cut to "…".
     longest = max((len(row.name) for row in view.resources), default=8)
-    table.add_column("RESOURCE", footer="TOTAL", overflow="fold", min_width=min(longest, 24))
+    table.add_column(
+        "RESOURCE",
+        footer="TOTAL",
+        overflow="fold",
+        min_width=min(longest, 24),
+        max_width=RESOURCE_NAME_WIDTH,
+    )
     table.add_column("PHASE", no_wrap=True, min_width=9)
     if with_bars:
         table.add_column("PROGRESS", no_wrap=True, footer=_bar(done_total, objects_total))
@@ -149,7 +159,7 @@ def _resource_table(view: MigrationView, *, with_bars: bool, essential_only: boo
     formats = _distinct_write_formats(view)
     if len(formats) > 1:
         table.add_column("WRITE FORMAT", overflow="fold")
-    for row in view.resources:
+    for row in _listed_rows(view.resources):
         cells: list[RenderableType] = [
             Text(row.name),
             Text(row.phase or "?", style=RESOURCE_PHASE_STYLES.get(row.phase or "", "")),
@@ -162,6 +172,15 @@ def _resource_table(view: MigrationView, *, with_bars: bool, essential_only: boo
             cells.append(Text(row.write_format or ""))
         table.add_row(*cells)
     return table
+
+
+def _is_empty_and_done(row: ResourceRow) -> bool:
+    return row.phase == "Done" and not row.total and not row.done and not row.message
+
+
+def _listed_rows(rows: list[ResourceRow]) -> list[ResourceRow]:
+    """The rows worth a line: a finished resource that had no objects is only counted."""
+    return [row for row in rows if not _is_empty_and_done(row)]
 
 
 def _sum_rows(rows: list[ResourceRow]) -> dict[str, int]:
