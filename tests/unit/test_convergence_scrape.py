@@ -10,13 +10,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kms_storage_migrator.convergence.gate import Converged, Lag, NoMetricsAccess, Waiting
 from kms_storage_migrator.convergence.identity import apiserver_id_hash
 from kms_storage_migrator.convergence.keyids import key_id_hash
 from kms_storage_migrator.convergence.metrics import STATUS_METRIC, USE_METRIC
-from kms_storage_migrator.convergence.scrape import scrape_round, wait_for_convergence
-from kms_storage_migrator.kube import ApiError, ApiResponse, TransportError
+from kms_storage_migrator.convergence.scrape import fresh_connections, scrape_round, wait_for_convergence
+from kms_storage_migrator.kube import ApiCredentials, ApiError, ApiResponse, KubeApi, TransportError
 
 KEK = key_id_hash("kek-2")
 START = 1_796_000_000.0
@@ -188,3 +189,19 @@ async def test_wait_returns_no_metrics_access_without_waiting() -> None:
         clock=lambda: START + 5,
     )
     assert isinstance(result, NoMetricsAccess)
+
+
+async def test_each_fresh_connection_uses_the_token_file_as_it_is_now(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    credentials = ApiCredentials(
+        server="https://127.0.0.1:1", token="startup-token", token_path=str(token_file)
+    )
+    connect = fresh_connections(credentials)
+    async with connect() as client:
+        assert isinstance(client, KubeApi)
+        assert client.credentials.token == "first-token"
+    token_file.write_text("rotated-token\n")  # the kubelet rotated it
+    async with connect() as client:
+        assert isinstance(client, KubeApi)
+        assert client.credentials.token == "rotated-token"

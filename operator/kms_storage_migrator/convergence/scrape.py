@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final, Protocol
 
 from kms_storage_migrator.convergence.gate import GateResult, Waiting, assess
@@ -62,7 +64,19 @@ ProgressCallback = Callable[[GateResult], Awaitable[None]]
 
 def fresh_connections(credentials: ApiCredentials) -> MetricsConnector:
     """Each call makes a client with a connection of its own, so a load balancer picks anew."""
-    return lambda: KubeApi(credentials, request_timeout=SCRAPE_TIMEOUT_SECONDS)
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[MetricsReader]:
+        current = credentials
+        if credentials.token_path:
+            # The kubelet rotates the in-cluster token; a short-lived client must not use the
+            # one read at startup (KubeApi re-reads it only after a minute of use).
+            token = (await asyncio.to_thread(Path(credentials.token_path).read_text)).strip()
+            current = dataclasses.replace(credentials, token=token)
+        async with KubeApi(current, request_timeout=SCRAPE_TIMEOUT_SECONDS) as client:
+            yield client
+
+    return connect
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,7 @@ async def scrape_round(
 ) -> ScrapeRound:
     """Scrape over fresh connections until every id hash in ``wanted`` answered, or the bound.
 
-    With nothing wanted (no live Lease), one scrape still shows what the apiserver reports.
+    With nothing wanted (no live Lease), it stops at the first apiserver that names itself.
     ``nudge`` first GETs /readyz on the same connection (so the same apiserver), which makes it
     poll its KMS Status now if its last poll is over 20 s old, as a kubelet probe would.
     """
