@@ -3,7 +3,8 @@
 The status document is both what users read (``kubectl get sm``) and the checkpoint a
 restarted operator resumes from, so :func:`to_status` and :func:`from_status` round-trip.
 Counters committed at each page end travel with the checkpoint: a resumed run redoes at most
-one page and never counts an object twice.
+one page and never counts an object twice. Phases, failures and verification are in
+``status_parts.py``, the conditions in ``conditions.py``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,42 +12,48 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from kms_storage_migrator.migration.conditions import derive_conditions, set_condition
 from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.resource_choice import DroppedResource, ServedResource
+from kms_storage_migrator.migration.status_parts import (
+    ACTIVE_PHASES,
+    MAX_EXAMPLES,
+    MAX_FAILURES,
+    MAX_MESSAGE,
+    TERMINAL_PHASES,
+    Failure,
+    Phase,
+    ResourcePhase,
+    Verification,
+    VerificationResult,
+    clip,
+    to_int,
+)
 
-MAX_FAILURES = 10
-MAX_EXAMPLES = 10
-MAX_MESSAGE = 300
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    DISCOVERING = "Discovering"
-    SCANNING = "Scanning"
-    MIGRATING = "Migrating"
-    VERIFYING = "Verifying"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
-TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
-ACTIVE_PHASES = frozenset({Phase.DISCOVERING, Phase.SCANNING, Phase.MIGRATING, Phase.VERIFYING})
-
-
-class ResourcePhase(StrEnum):
-    PENDING = "Pending"
-    MIGRATING = "Migrating"
-    DONE = "Done"
-    FAILED = "Failed"
-
-
-class VerificationResult(StrEnum):
-    VERIFIED = "Verified"  # etcd read back: nothing rewritable is stale
-    STALE_FOUND = "StaleFound"
-    UNVERIFIED = "Unverified"  # no etcd access
+__all__ = [
+    "ACTIVE_PHASES",
+    "MAX_EXAMPLES",
+    "MAX_FAILURES",
+    "MAX_MESSAGE",
+    "TERMINAL_PHASES",
+    "Checkpoint",
+    "Counts",
+    "Failure",
+    "MigrationProgress",
+    "Phase",
+    "ResourcePhase",
+    "ResourceProgress",
+    "Totals",
+    "Verification",
+    "VerificationResult",
+    "derive_conditions",
+    "from_status",
+    "set_condition",
+    "sum_counts",
+    "to_status",
+]
 
 
 @dataclass
@@ -88,7 +95,7 @@ class Counts:
 
     @classmethod
     def from_status(cls, document: Mapping[str, Any]) -> Counts:
-        return cls(**{f.name: _int(document.get(f.name)) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: to_int(document.get(f.name)) for f in dataclasses.fields(cls)})
 
 
 @dataclass
@@ -159,7 +166,7 @@ class ResourceProgress:
         if self.write_format:
             document["writeFormat"] = self.write_format
         if self.message:
-            document["message"] = _clip(self.message)
+            document["message"] = clip(self.message)
         return document
 
     @classmethod
@@ -169,66 +176,11 @@ class ResourceProgress:
             version=str(document.get("version") or ""),
             resource=str(document.get("resource") or ""),
             phase=ResourcePhase(document.get("phase") or ResourcePhase.PENDING),
-            estimate=_int(document.get("objectsTotal")),
-            scanned=_int(document.get("scanned")),
+            estimate=to_int(document.get("objectsTotal")),
+            scanned=to_int(document.get("scanned")),
             write_format=document.get("writeFormat") or None,
             counts=Counts.from_status(document),
             checkpoint=Checkpoint.from_status(document.get("checkpoint") or {}),
-            message=str(document.get("message") or ""),
-        )
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One object the migration could not rewrite; names and reasons only, never data."""
-
-    resource: str
-    namespace: str
-    name: str
-    reason: str
-    message: str
-
-    def to_status(self) -> dict[str, str]:
-        document = {"resource": self.resource, "name": self.name, "reason": self.reason}
-        if self.namespace:
-            document["namespace"] = self.namespace
-        document["message"] = _clip(self.message)
-        return document
-
-    @classmethod
-    def from_status(cls, document: Mapping[str, Any]) -> Failure:
-        return cls(
-            resource=str(document.get("resource") or ""),
-            namespace=str(document.get("namespace") or ""),
-            name=str(document.get("name") or ""),
-            reason=str(document.get("reason") or ""),
-            message=str(document.get("message") or ""),
-        )
-
-
-@dataclass
-class Verification:
-    result: VerificationResult
-    scanned: int = 0
-    stale: int = 0
-    examples: list[str] = field(default_factory=list)
-    message: str = ""
-
-    def to_status(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"result": self.result.value, "scanned": self.scanned, "stale": self.stale}
-        if self.examples:
-            document["examples"] = self.examples[:MAX_EXAMPLES]
-        if self.message:
-            document["message"] = _clip(self.message)
-        return document
-
-    @classmethod
-    def from_status(cls, document: Mapping[str, Any]) -> Verification:
-        return cls(
-            result=VerificationResult(document.get("result") or VerificationResult.UNVERIFIED),
-            scanned=_int(document.get("scanned")),
-            stale=_int(document.get("stale")),
-            examples=[str(e) for e in document.get("examples") or []],
             message=str(document.get("message") or ""),
         )
 
@@ -328,79 +280,13 @@ def sum_counts(counts: Iterable[Counts]) -> Counts:
     return total
 
 
-def set_condition(
-    conditions: list[dict[str, Any]], kind: str, *, status: bool, reason: str, message: str, now: str
-) -> list[dict[str, Any]]:
-    """Return conditions with ``kind`` set; lastTransitionTime moves only when status flips."""
-    value = "True" if status else "False"
-    previous = next((c for c in conditions if c.get("type") == kind), None)
-    changed = previous is None or previous.get("status") != value
-    transition = now if changed or previous is None else str(previous.get("lastTransitionTime") or now)
-    entry = {
-        "type": kind,
-        "status": value,
-        "reason": reason,
-        "message": _clip(message),
-        "lastTransitionTime": transition,
-    }
-    return [c for c in conditions if c.get("type") != kind] + [entry]
-
-
-def derive_conditions(progress: MigrationProgress, now: str) -> list[dict[str, Any]]:
-    """Ready, Progressing and Degraded from the phase, failures and verification."""
-    phase = progress.phase
-    conditions = progress.conditions
-    ready = phase is Phase.SUCCEEDED
-    conditions = set_condition(
-        conditions,
-        "Ready",
-        status=ready,
-        reason=phase.value,
-        message=progress.message or f"migration is {phase.value}",
-        now=now,
-    )
-    progressing = phase in ACTIVE_PHASES
-    conditions = set_condition(
-        conditions,
-        "Progressing",
-        status=progressing,
-        reason=phase.value if progressing else ("Waiting" if phase is Phase.PENDING else "Finished"),
-        message=progress.message or phase.value,
-        now=now,
-    )
-    degraded, reason, message = _degradation(progress)
-    return set_condition(conditions, "Degraded", status=degraded, reason=reason, message=message, now=now)
-
-
-def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
-    verification = progress.verification
-    if verification is not None and verification.result is VerificationResult.STALE_FOUND:
-        examples = ", ".join(verification.examples[:3])
-        return True, "StaleObjectsRemain", f"{verification.stale} object(s) still stale, e.g. {examples}"
-    if progress.phase is Phase.FAILED:
-        return True, "MigrationFailed", progress.message or "the migration failed"
-    if progress.failures_total:
-        first = progress.failures[0] if progress.failures else None
-        example = f", e.g. {first.resource} {_object_name(first)}: {first.reason}" if first else ""
-        return (
-            True,
-            "ObjectsNotRewritten",
-            f"{progress.failures_total} object(s) could not be rewritten{example}",
-        )
-    return False, "AsExpected", "no failures"
-
-
-def _object_name(failure: Failure) -> str:
-    return f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
-
-
 def to_status(progress: MigrationProgress, now: str) -> dict[str, Any]:
     """The whole status document (what a merge patch of /status sends)."""
     totals = progress.totals()
     progress.conditions = derive_conditions(progress, now)
     document: dict[str, Any] = {
         "phase": progress.phase.value,
-        "message": _clip(progress.message),
+        "message": clip(progress.message),
         "progress": f"{totals.percent}%",
         "totals": totals.to_status(),
         "resources": [r.to_status() for r in progress.resources],
@@ -438,19 +324,8 @@ def from_status(status: Mapping[str, Any] | None) -> MigrationProgress:
             DroppedResource(str(d.get("name")), str(d.get("reason"))) for d in status.get("dropped") or []
         ],
         failures=[Failure.from_status(f) for f in status.get("failures") or []],
-        failures_total=_int(status.get("failuresTotal")),
+        failures_total=to_int(status.get("failuresTotal")),
         key_id=status.get("keyId") or None,
         verification=Verification.from_status(verification) if verification else None,
         conditions=[dict(c) for c in status.get("conditions") or []],
     )
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"

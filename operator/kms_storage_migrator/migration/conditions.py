@@ -1,0 +1,84 @@
+"""The Ready, Progressing and Degraded conditions of a migration, from its progress. Pure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kms_storage_migrator.migration.status_parts import (
+    ACTIVE_PHASES,
+    Failure,
+    Phase,
+    VerificationResult,
+    clip,
+)
+
+if TYPE_CHECKING:
+    from kms_storage_migrator.migration.progress import MigrationProgress
+
+__all__ = ["derive_conditions", "set_condition"]
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], kind: str, *, status: bool, reason: str, message: str, now: str
+) -> list[dict[str, Any]]:
+    """Return conditions with ``kind`` set; lastTransitionTime moves only when status flips."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.get("type") == kind), None)
+    changed = previous is None or previous.get("status") != value
+    transition = now if changed or previous is None else str(previous.get("lastTransitionTime") or now)
+    entry = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": clip(message),
+        "lastTransitionTime": transition,
+    }
+    return [c for c in conditions if c.get("type") != kind] + [entry]
+
+
+def derive_conditions(progress: MigrationProgress, now: str) -> list[dict[str, Any]]:
+    """Ready, Progressing and Degraded from the phase, failures and verification."""
+    phase = progress.phase
+    conditions = progress.conditions
+    ready = phase is Phase.SUCCEEDED
+    conditions = set_condition(
+        conditions,
+        "Ready",
+        status=ready,
+        reason=phase.value,
+        message=progress.message or f"migration is {phase.value}",
+        now=now,
+    )
+    progressing = phase in ACTIVE_PHASES
+    conditions = set_condition(
+        conditions,
+        "Progressing",
+        status=progressing,
+        reason=phase.value if progressing else ("Waiting" if phase is Phase.PENDING else "Finished"),
+        message=progress.message or phase.value,
+        now=now,
+    )
+    degraded, reason, message = _degradation(progress)
+    return set_condition(conditions, "Degraded", status=degraded, reason=reason, message=message, now=now)
+
+
+def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
+    verification = progress.verification
+    if verification is not None and verification.result is VerificationResult.STALE_FOUND:
+        examples = ", ".join(verification.examples[:3])
+        return True, "StaleObjectsRemain", f"{verification.stale} object(s) still stale, e.g. {examples}"
+    if progress.phase is Phase.FAILED:
+        return True, "MigrationFailed", progress.message or "the migration failed"
+    if progress.failures_total:
+        first = progress.failures[0] if progress.failures else None
+        example = f", e.g. {first.resource} {_object_name(first)}: {first.reason}" if first else ""
+        return (
+            True,
+            "ObjectsNotRewritten",
+            f"{progress.failures_total} object(s) could not be rewritten{example}",
+        )
+    return False, "AsExpected", "no failures"
+
+
+def _object_name(failure: Failure) -> str:
+    return f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
