@@ -26,7 +26,13 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
 
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., DevCluster]]:
-    """Start clusters of the test's own (``make_cluster(encryption="none")``); all stopped after it."""
+    """Start clusters of the test's own; all stopped after it.
+
+    Options are those of ``DevCluster.up``: ``make_cluster(encryption="none")``, an HA cluster
+    with ``make_cluster(apiservers=3)``, an external plugin with ``kms_endpoint`` and
+    ``kms_provider_name``, the audit log with ``audit_log=True``. On these clusters
+    ``rotate_kek(restart=False)`` leaves each apiserver to switch at its own KMS Status poll.
+    """
     started: list[DevCluster] = []
 
     def make(encryption: str = "kms", **options: object) -> DevCluster:

@@ -121,7 +121,7 @@ def test_plaintext_cluster_then_encrypt_then_rotate(make_cluster: Callable[..., 
     under_a = create_objects(cluster, "fresh", "a")
     assert_kms_v2_under(cluster, under_a, key_a)
 
-    key_b = cluster.rotate_kek()
+    key_b = cluster.rotate_kek(restart=True)
     assert key_b != key_a
     assert cluster.current_key_id() == key_b
     under_b = create_objects(cluster, "fresh", "b")

@@ -70,3 +70,20 @@ def test_a_cluster_is_up_when_up_returns_and_down_leaves_nothing(tmp_path: Path)
     finally:
         cluster.down()
     assert processes_naming(cluster.directory) == []
+
+
+def test_an_apiserver_that_exits_at_start_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    policy = tmp_path / "bad-audit-policy.yaml"
+    policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Everything\n")
+    cluster = DevCluster(tmp_path / "broken-apiserver")
+    try:
+        with pytest.raises(processes.ComponentFailed) as caught:
+            cluster.up("kms", audit_policy=policy)
+        message = str(caught.value)
+        assert caught.value.component == "kube-apiserver"
+        assert message.startswith("kube-apiserver (pid ")
+        assert "exited before it was ready (exit status" in message
+        assert "Everything" in message  # kube-apiserver's own complaint, from its log
+        assert processes_naming(cluster.directory) == []
+    finally:
+        cluster.down()

@@ -42,12 +42,44 @@ def register(subparsers: Any) -> None:
         default=EncryptionMode.KMS.value,
         help="kms: write through KMS v2 (default); none: store plaintext, like a legacy cluster",
     )
-    up.add_argument("--port", type=int, help="kube-apiserver port (default: a free one)")
+    up.add_argument(
+        "--apiservers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N kube-apiservers on the one etcd, each with its own KMS plugin and host name, "
+        "behind HAProxy; DIR/kubeconfig then points at HAProxy (default: 1)",
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        help="the port DIR/kubeconfig names: kube-apiserver's, or HAProxy's (default: free)",
+    )
     up.add_argument("--etcd-port", type=int, help="etcd client port (default: a free one)")
     up.add_argument(
         "--controller-manager",
         action="store_true",
         help="also run kube-controller-manager (namespace deletion, garbage collection)",
+    )
+    up.add_argument(
+        "--kms-endpoint",
+        metavar="unix:///PATH",
+        help="use this external KMS v2 plugin instead of the bundled one (try the plugin your cluster "
+        "runs: start with --encryption none, then `encrypt`)",
+    )
+    up.add_argument(
+        "--kms-provider-name",
+        metavar="NAME",
+        help="the provider name for --kms-endpoint in the encryption configuration",
+    )
+    audit = up.add_mutually_exclusive_group()
+    audit.add_argument(
+        "--audit-log",
+        action="store_true",
+        help="write each apiserver's audit log, every request and response, to DIR/apiserver-N/audit.log",
+    )
+    audit.add_argument(
+        "--audit-policy", type=Path, metavar="FILE", help="like --audit-log, with this audit Policy file"
     )
     up.set_defaults(handler=_up)
     action("down", "stop every component (data and logs stay in --dir)").set_defaults(handler=_down)
@@ -57,7 +89,14 @@ def register(subparsers: Any) -> None:
     action("encrypt", "switch a plaintext cluster to KMS v2 and restart the apiserver").set_defaults(
         handler=_encrypt
     )
-    action("rotate-kek", "make a new primary KEK and restart the apiserver").set_defaults(handler=_rotate)
+    rotate = action(
+        "rotate-kek",
+        "make a new primary KEK; each apiserver switches at its next KMS Status poll (about a minute)",
+    )
+    rotate.add_argument(
+        "--restart", action="store_true", help="restart the apiservers so they write with the new KEK at once"
+    )
+    rotate.set_defaults(handler=_rotate)
     seed = action("seed", "create CRDs and a mix of objects (core, apps, RBAC, custom resources)")
     seed.add_argument("--objects", type=int, default=3000, help="how many objects (default: 3000)")
     seed.add_argument("--namespaces", type=int, default=20, help="spread over this many namespaces")
@@ -74,11 +113,23 @@ def _up(args: argparse.Namespace) -> int:
         with_controller_manager=args.controller_manager,
         apiserver_port=args.port,
         etcd_port=args.etcd_port,
+        apiservers=args.apiservers,
+        kms_endpoint=args.kms_endpoint,
+        kms_provider_name=args.kms_provider_name,
+        audit_policy=args.audit_policy,
+        audit_log=args.audit_log,
     )
     print(f"dev cluster ready in {cluster.directory} (encryption: {args.encryption})")
-    print(f"  kube-apiserver: {cluster.api_url}")
+    apiservers = cluster.apiservers
+    if len(apiservers) > 1:
+        print(f"  load balancer:  {cluster.api_url} (HAProxy)")
+    for apiserver in apiservers:
+        print(f"  {apiserver.component + ':':<16}{apiserver.url}  (kubeconfig: {apiserver.kubeconfig})")
     print(f"  etcd:           {cluster.etcd_endpoint}  (client config: {cluster.etcd_config})")
-    print(f"  KMS provider:   {cluster.provider_name}, primary key {cluster.current_key_id()}")
+    if args.kms_endpoint:
+        print(f"  KMS provider:   {cluster.provider_name}, external plugin {args.kms_endpoint}")
+    else:
+        print(f"  KMS provider:   {cluster.provider_name}, primary key {cluster.current_key_id()}")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     print(f"  kms-storage-migrator scan --etcd-config {cluster.etcd_config}")
     return 0
@@ -95,8 +146,21 @@ def _status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(status, indent=2))
         return 0
+    key = status["currentKeyId"] or f"external plugin {status['kmsEndpoint']}"
     print(f"directory:  {status['directory']}")
-    print(f"encryption: {status['encryption']} (provider {status['provider']}, key {status['currentKeyId']})")
+    print(f"encryption: {status['encryption']} (provider {status['provider']}, primary key {key})")
+    if status["loadBalancer"]:
+        print(f"front door: {status['loadBalancer']} (HAProxy)")
+    print("apiservers:")
+    for apiserver in status["apiservers"]:
+        running = "running" if apiserver["running"] else "stopped"
+        writes = apiserver["writeKeyId"] or apiserver["writeKeyIdHash"] or "-"
+        pid = apiserver["pid"] or "-"
+        print(
+            f"  {apiserver['index']}  port {apiserver['port']:<6} pid {pid!s:<8} {running:<8} "
+            f"writes with {writes}  ({apiserver['identityLease']})"
+        )
+    print("components:")
     for component, details in status["components"].items():
         running = {True: "running", False: "stopped"}.get(details.get("running"), "")
         where = details.get("port") or details.get("socket") or ""
@@ -112,8 +176,14 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    new_key_id = DevCluster(args.dir).rotate_kek()
-    print(f"new primary KEK {new_key_id}; kube-apiserver restarted and writes with it")
+    new_key_id = DevCluster(args.dir).rotate_kek(restart=args.restart)
+    if args.restart:
+        print(f"new primary KEK {new_key_id}; the apiservers restarted and write with it")
+    else:
+        print(
+            f"new primary KEK {new_key_id}; each apiserver writes with it after its next KMS Status poll "
+            "(within about a minute; `dev-cluster status` shows which key each one writes with)"
+        )
     return 0
 
 
