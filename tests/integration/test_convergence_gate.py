@@ -75,15 +75,15 @@ def identity_lease_name(cluster: DevCluster) -> str:
     return names[0]
 
 
-def rotate_plugin_keyring(cluster: DevCluster) -> str:
-    """`kms-plugin rotate`: the running plugin re-reads its keyring; the apiserver is not restarted."""
+def keyring_command(cluster: DevCluster, *args: str) -> str:
+    """`kms-plugin ACTION --keyring FILE`: the running plugin re-reads its keyring at its next call."""
     completed = subprocess.run(
         [
             sys.executable,
             "-m",
             "kms_storage_migrator",
             "kms-plugin",
-            "rotate",
+            *args,
             "--keyring",
             str(cluster.keyring),
         ],
@@ -93,6 +93,11 @@ def rotate_plugin_keyring(cluster: DevCluster) -> str:
         timeout=30,
     )
     return completed.stdout.strip()
+
+
+def rotate_plugin_keyring(cluster: DevCluster) -> str:
+    """A new primary KEK; the apiserver is not restarted. Returns the new key id."""
+    return keyring_command(cluster, "rotate")
 
 
 def stored_key_id(cluster: DevCluster, etcd_key: str) -> str:
@@ -198,6 +203,41 @@ async def test_nudge_makes_the_apiserver_poll_before_its_periodic_poll(
         assert periodic + 19 < polled < periodic + 50, (periodic, polled)
         print(f"nudged Status poll {polled - periodic:.1f} s after the periodic one")
         assert stored_key_id(cluster, create_configmap(cluster, "after-nudge")) == new_key
+
+
+def failed_status_calls(metrics_text: str) -> int:
+    """Status calls the plugin refused, from the apiserver's KMS operation counter."""
+    total = 0
+    for line in metrics_text.splitlines():
+        if (
+            line.startswith("apiserver_envelope_encryption_kms_operations_latency_seconds_count{")
+            and 'method_name="/v2.KeyManagementService/Status"' in line
+            and 'grpc_status_code="OK"' not in line
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+async def test_gate_times_out_naming_the_apiserver_whose_plugin_cannot_serve_the_new_key(
+    make_cluster: Callable[..., DevCluster],
+) -> None:
+    cluster = make_cluster()
+    lease_name = identity_lease_name(cluster)
+    old_key = load_keyring(cluster.keyring).primary_key_id
+    async with KubeApi(load_credentials(cluster.kubeconfig)) as api:
+        failed_before = failed_status_calls(await api.get_text("/metrics"))
+        new_key = rotate_plugin_keyring(cluster)
+        # A primary the plugin refuses to use: every Status fails, so the apiserver keeps kek-1.
+        keyring_command(cluster, "disable", new_key)
+        started_at = time.time()
+        result = await wait_for_convergence(api, started_at, POLL_BOUND_SECONDS)
+        assert isinstance(result, Waiting), result
+        (lag,) = result.lagging
+        assert (lag.apiserver_id, lag.reason) == (lease_name, Lag.NO_STATUS_SINCE_START)
+        assert lag.write_key_id_hash == sha256_label(old_key)
+        assert f"{lease_name} has not polled its KMS Status since the migration started" in result.message
+        # It did poll in the meantime; the polls failed (the apiserver's own counter says so).
+        assert failed_status_calls(await api.get_text("/metrics")) > failed_before
 
 
 async def test_a_token_without_get_on_metrics_yields_no_metrics_access(
