@@ -39,6 +39,14 @@ def test_the_kubectl_plugin_offers_only_status(capsys: pytest.CaptureFixture[str
     assert "kubectl storagemigration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["a/b", "Upper", "../secrets", "x-", "x" * 254])
+def test_a_name_that_cannot_exist_is_refused(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.build_parser().parse_args(["status", name])
+    assert raised.value.code == 2
+    assert "is not a StorageMigration name" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("interval", ["0", "-1", "soon", "4000"])
 def test_a_bad_interval_is_refused(interval: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:

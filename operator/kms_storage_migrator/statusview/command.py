@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import datetime
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -40,6 +41,9 @@ __all__ = ["add_arguments", "register", "run_status"]
 STORAGE_MIGRATIONS = "/apis/kms-storage-migrator.io/v1alpha1/storagemigrations"
 RESOURCE_NAME = "storagemigrations.kms-storage-migrator.io"
 DEFAULT_INTERVAL = 2.0
+# Object names are DNS subdomains: anything else cannot exist, and must not reach the URL path.
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+MAX_NAME_LENGTH = 253
 DEFAULT_KUBECONFIG = Path.home() / ".kube" / "config"
 # Answers worth waiting out while watching: the apiserver restarting or overloaded.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -58,7 +62,13 @@ def register(subparsers: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", metavar="NAME", help="the StorageMigration (default: the newest)")
+    parser.add_argument(
+        "name",
+        nargs="?",
+        type=_object_name,
+        metavar="NAME",
+        help="the StorageMigration (default: the newest)",
+    )
     parser.add_argument(
         "--kubeconfig",
         type=Path,
@@ -208,6 +218,14 @@ def _short_error(error: ApiError | TransportError) -> str:
 
 def _with_note(renderable: RenderableType, note: str | None) -> RenderableType:
     return Group(renderable, Text(note, style="yellow")) if note else renderable
+
+
+def _object_name(text: str) -> str:
+    if len(text) > MAX_NAME_LENGTH or not _OBJECT_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a StorageMigration name (lower case letters, digits, '-' and '.')"
+        )
+    return text
 
 
 def _interval(text: str) -> float:
