@@ -200,3 +200,19 @@ def test_captured_dev_cluster_metrics_judged_on_both_sides_of_the_status_poll() 
     late_start = assess([identity], answers, 1796117860.0)
     assert isinstance(late_start, Waiting)
     assert late_start.lagging[0].reason is Lag.NO_STATUS_SINCE_START
+
+
+def test_each_verdict_carries_a_condition_reason() -> None:
+    assert Converged({"kms": B}, ("a",)).reason == "KeyConverged"
+    assert Waiting(()).reason == "ApiserversLagging"
+    assert NoMetricsAccess("403").reason == "NoMetricsAccess"
+
+
+def test_a_long_list_of_laggards_is_cut_and_counted() -> None:
+    servers = [_identity(f"apiserver-{n}") for n in range(8)]
+    result = assess(servers, {}, START)
+    assert isinstance(result, Waiting)
+    assert len(result.lagging) == 8
+    assert "apiserver-4 did not answer" in result.message
+    assert "apiserver-5" not in result.message
+    assert result.message.endswith("and 3 more")

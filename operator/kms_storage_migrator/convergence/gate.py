@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final
 
 from kms_storage_migrator.convergence.identity import ApiserverIdentity
 from kms_storage_migrator.convergence.metrics import ApiserverKeys, KeySighting, ProviderKeys
@@ -23,6 +23,8 @@ STATUS_POLL_SECONDS: Final = 60.0
 NO_METRICS_SAFE_WAIT_SECONDS: Final = 2 * STATUS_POLL_SECONDS + 30.0
 # Hash labels are 71 characters; status and messages show a prefix long enough to tell keys apart.
 SHORT_HASH: Final = 19
+# A status condition's message stays readable on a big control plane: the rest is counted.
+MAX_NAMED_APISERVERS: Final = 5
 
 
 class Lag(enum.Enum):
@@ -75,6 +77,8 @@ class Converged:
             )
         return next(iter(self.key_id_hashes.values()))
 
+    reason: ClassVar[str] = "KeyConverged"
+
     @property
     def message(self) -> str:
         keys = ", ".join(f"{name} {short_hash(value)}" for name, value in sorted(self.key_id_hashes.items()))
@@ -87,10 +91,13 @@ class Waiting:
 
     lagging: tuple[LaggingApiserver, ...]
     note: str = ""
+    reason: ClassVar[str] = "ApiserversLagging"
 
     @property
     def message(self) -> str:
-        parts = [lag.describe() for lag in self.lagging]
+        parts = [lag.describe() for lag in self.lagging[:MAX_NAMED_APISERVERS]]
+        if len(self.lagging) > MAX_NAMED_APISERVERS:
+            parts.append(f"and {len(self.lagging) - MAX_NAMED_APISERVERS} more")
         if self.note:
             parts.insert(0, self.note)
         return "waiting for the apiservers to use the KMS's current key: " + "; ".join(parts)
@@ -102,6 +109,7 @@ class NoMetricsAccess:
 
     detail: str
     safe_wait_seconds: float = field(default=NO_METRICS_SAFE_WAIT_SECONDS)
+    reason: ClassVar[str] = "NoMetricsAccess"
 
     @property
     def message(self) -> str:
@@ -112,6 +120,7 @@ class NoMetricsAccess:
         )
 
 
+# Each has ``reason`` (a condition reason) and ``message`` (a condition message, no secrets).
 GateResult = Converged | Waiting | NoMetricsAccess
 
 
