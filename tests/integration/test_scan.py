@@ -16,11 +16,11 @@ import pytest
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.devcluster.seed import crd_manifest
 from kms_storage_migrator.inventory.counts import Inventory
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.scan import crd_index_from_etcd, iter_classified, iter_stale
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.formats import DEK_SOURCE_HKDF_SEED, FormatKind
 from kms_storage_migrator.storage.keys import GroupResource, scan_boundaries
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def create_objects(
     )
 
 
-async def rewrite_stale_objects(cluster: DevCluster, expectation: WriteExpectation) -> int:
+async def rewrite_stale_objects(cluster: DevCluster, expectation: WriteFormat) -> int:
     """No-op updates (`kubectl get -o json | kubectl replace`) of every resource holding stale objects."""
     async with EtcdReader(EtcdConfig.from_file(cluster.etcd_config)) as reader:
         index = await crd_index_from_etcd(reader)
@@ -175,7 +175,7 @@ def test_mixed_cluster_counts_per_resource(mixed_cluster: tuple[DevCluster, str,
 
 async def test_namespace_slice_through_the_python_api(mixed_cluster: tuple[DevCluster, str, str]) -> None:
     cluster, key_a, key_b = mixed_cluster
-    expectation = WriteExpectation.for_key_id(key_b, provider=cluster.provider_name)
+    expectation = WriteFormat.for_key_id(key_b, provider=cluster.provider_name)
     inventory = Inventory(expectation)
     async with EtcdReader(EtcdConfig.from_file(cluster.etcd_config)) as reader:
         async for obj in iter_classified(reader, {}, f"/registry/configmaps/{NS}/"):
@@ -219,7 +219,7 @@ def test_fail_on_stale_guards_until_every_stale_object_is_rewritten(
     assert "ConfigMap default/kms-storage-migrator-canary-" in learnt["source"]
     assert cluster.kubectl("get", "configmaps", "-n", "default", "-o", "name").count("canary") == 0
 
-    expectation = WriteExpectation.for_key_id(key_b, provider=cluster.provider_name)
+    expectation = WriteFormat.for_key_id(key_b, provider=cluster.provider_name)
     for _ in range(4):
         if asyncio.run(rewrite_stale_objects(cluster, expectation)) == 0:
             break

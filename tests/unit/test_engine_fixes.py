@@ -126,8 +126,11 @@ async def test_an_etcd_outage_while_migrating_is_waited_out_not_terminal() -> No
     waiting = [m for m in sink.messages if "etcd" in m and "unavailable" in m]
     assert waiting, sink.messages
     assert "connection refused" in waiting[0]
-    assert len(waits) >= 3
-    assert waits == sorted(waits)  # backing off, not hammering
+    assert waits == [2.0, 4.0, 8.0]  # backing off, not hammering
+    assert "phase Scanning kept, retry 3 in 8s" in waiting[-1]
+    reasons = [reason for _, reason, _ in sink.events]
+    assert reasons.count("InfrastructureUnavailable") == 1
+    assert reasons.count("InfrastructureAvailable") == 1
 
 
 # ---- fix 3: one etcd root -----------------------------------------------------------------------

@@ -7,7 +7,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory, ResourceCounts
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.scan import classify_page, tally_page
 from kms_storage_migrator.storage.etcd import RawEntry
 from kms_storage_migrator.storage.formats import (
@@ -17,6 +16,7 @@ from kms_storage_migrator.storage.formats import (
     StoredFormat,
 )
 from kms_storage_migrator.storage.keys import EtcdRoot, GroupResource, StoredKey
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 PLAIN = StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
 JSON = StoredFormat(FormatKind.PLAINTEXT_JSON)
@@ -45,7 +45,7 @@ def obj(stored: StoredFormat, key: StoredKey = SECRET) -> ClassifiedObject:
 
 
 class TestStaleness:
-    expect_b = WriteExpectation.for_key_id("b", provider="local-kms")
+    expect_b = WriteFormat.for_key_id("b", provider="local-kms")
 
     @pytest.mark.parametrize(
         "stored", [PLAIN, JSON, KEY_A, KEY_B_LEGACY_DEK, KEY_B_OTHER_PROVIDER, AESCBC, KMS_V1, UNKNOWN]
@@ -60,23 +60,23 @@ class TestStaleness:
         assert not obj(PLAIN, RANGE).is_stale(self.expect_b)
 
     def test_key_id_alone_matches_any_provider(self) -> None:
-        assert not obj(KEY_B_OTHER_PROVIDER).is_stale(WriteExpectation.for_key_id("b"))
+        assert not obj(KEY_B_OTHER_PROVIDER).is_stale(WriteFormat.for_key_id("b"))
 
     def test_plaintext_expectation_accepts_every_plaintext_serialization(self) -> None:
-        identity = WriteExpectation(PLAIN, "canary")
+        identity = WriteFormat(PLAIN, "canary")
         assert not obj(JSON).is_stale(identity)
         assert not obj(StoredFormat(FormatKind.PLAINTEXT_CBOR)).is_stale(identity)
         assert obj(KEY_B).is_stale(identity)
 
     def test_aes_expectation_compares_key_names(self) -> None:
-        expect = WriteExpectation(AESCBC, "canary")
+        expect = WriteFormat(AESCBC, "canary")
         assert not obj(StoredFormat(FormatKind.AESCBC, key_name="key1")).is_stale(expect)
         assert obj(StoredFormat(FormatKind.AESCBC, key_name="key2")).is_stale(expect)
         assert obj(StoredFormat(FormatKind.AESGCM, key_name="key1")).is_stale(expect)
 
 
 def test_columns_partition_the_total() -> None:
-    inventory = Inventory(WriteExpectation.for_key_id("b"))
+    inventory = Inventory(WriteFormat.for_key_id("b"))
     for stored in (PLAIN, PLAIN, KEY_A, KEY_B, KEY_B, AESCBC, KMS_V1, UNKNOWN):
         inventory.record(obj(stored))
     inventory.record(obj(PLAIN, RANGE))
@@ -126,7 +126,7 @@ keys = st.sampled_from([SECRET, RANGE, StoredKey("apps", "deployments", "ns", "d
 
 @given(st.lists(st.tuples(formats, keys), max_size=60))
 def test_summary_is_the_sum_of_the_rows(objects: list[tuple[StoredFormat, StoredKey]]) -> None:
-    inventory = Inventory(WriteExpectation.for_key_id("b"))
+    inventory = Inventory(WriteFormat.for_key_id("b"))
     for stored, key in objects:
         inventory.record(obj(stored, key))
     summary = inventory.summary
@@ -202,11 +202,11 @@ def test_a_page_tallied_in_bulk_counts_like_each_object_recorded(
     root = EtcdRoot(root_path)
     page.sort()  # etcd returns keys in order
     index = {("example.com", "widgets"): True, ("example.com", "gadgets"): None}
-    one_by_one = Inventory(WriteExpectation.for_key_id("a"))
+    one_by_one = Inventory(WriteFormat.for_key_id("a"))
     raw = [RawEntry(key, value, 1) for key, value in page]
     for classified in classify_page(raw, index, root=root):
         one_by_one.record(classified)
-    in_bulk = Inventory(WriteExpectation.for_key_id("a"))
+    in_bulk = Inventory(WriteFormat.for_key_id("a"))
     tally_page(page, index, in_bulk, root=root)
     assert in_bulk.resources == one_by_one.resources
     assert list(in_bulk.resources) == list(one_by_one.resources)  # first seen, first listed

@@ -8,10 +8,10 @@ import json
 from rich.console import Console
 
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.report import SCHEMA_VERSION, print_table, summary_line, to_json
 from kms_storage_migrator.storage.formats import DEK_SOURCE_HKDF_SEED, FormatKind, StoredFormat
 from kms_storage_migrator.storage.keys import StoredKey
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 KEY_A = StoredFormat(
     FormatKind.KMS_V2, provider="local-kms", key_id="a", dek_source_type=DEK_SOURCE_HKDF_SEED
@@ -19,7 +19,7 @@ KEY_A = StoredFormat(
 PLAIN = StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
 
 
-def sample(expectation: WriteExpectation | None) -> Inventory:
+def sample(expectation: WriteFormat | None) -> Inventory:
     inventory = Inventory(expectation, revision=42)
     secret = StoredKey("", "secrets", "ns", "s", True)
     deployment = StoredKey("apps", "deployments", "ns", "d", True)
@@ -29,7 +29,7 @@ def sample(expectation: WriteExpectation | None) -> Inventory:
 
 
 def test_json_schema() -> None:
-    document = to_json(sample(WriteExpectation.for_key_id("a")))
+    document = to_json(sample(WriteFormat.for_key_id("a")))
     assert document == {
         "schema_version": SCHEMA_VERSION,
         "revision": 42,
@@ -87,12 +87,12 @@ def test_stale_is_null_without_an_expectation() -> None:
 
 def test_table_and_summary_line() -> None:
     buffer = io.StringIO()
-    print_table(sample(WriteExpectation.for_key_id("a")), Console(file=buffer, width=200))
+    print_table(sample(WriteFormat.for_key_id("a")), Console(file=buffer, width=200))
     text = buffer.getvalue()
     assert "secrets " in text
     assert "deployments.apps" in text
     assert "a: 1" in text
-    assert text.rstrip().endswith(summary_line(sample(WriteExpectation.for_key_id("a"))))
+    assert text.rstrip().endswith(summary_line(sample(WriteFormat.for_key_id("a"))))
     assert "1 stale (expected kms-v2:*:a, from --expect-key-id)" in text
 
 

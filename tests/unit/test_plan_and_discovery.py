@@ -17,9 +17,10 @@ from kms_storage_migrator.migration.resource_choice import (
     choose_resources,
 )
 from kms_storage_migrator.migration.selection import parse_selection
-from kms_storage_migrator.migration.staleness import is_rewritable, is_stale, write_format_label
+from kms_storage_migrator.migration.staleness import is_rewritable, needs_rewrite
 from kms_storage_migrator.migration.verify import VerificationReport
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 KMS_A = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=1)
 KMS_B = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="B", dek_source_type=1)
@@ -70,24 +71,55 @@ def test_etcd_modes_without_etcd_fail_naming_the_mode(mode: Mode) -> None:
         resolve_mode(mode, False)
 
 
-def test_every_plaintext_serialisation_is_one_label() -> None:
-    labels = {
-        write_format_label(StoredFormat(kind)) for kind in FormatKind if kind.value.startswith("plaintext")
-    }
-    assert labels == {"plaintext"}
+PLAINTEXT_KINDS = [kind for kind in FormatKind if kind.value.startswith("plaintext")]
+
+
+def test_every_plaintext_serialisation_is_one_format() -> None:
+    assert {WriteFormat.of(StoredFormat(kind)).label for kind in PLAINTEXT_KINDS} == {"plaintext"}
+    json_written = WriteFormat.of(StoredFormat(FormatKind.PLAINTEXT_JSON))
+    assert all(json_written.is_current(StoredFormat(kind)) for kind in PLAINTEXT_KINDS)
 
 
 def test_labels_ignore_nothing_but_the_dek_seed() -> None:
-    assert write_format_label(KMS_A) == "kms-v2:local-kms:A"
+    assert WriteFormat.of(KMS_A).label == "kms-v2:local-kms:A"
     legacy = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=0)
-    assert is_stale(legacy, write_format_label(KMS_A))
+    assert WriteFormat.of(legacy).label == "kms-v2:local-kms:A+legacy-dek"
+    assert needs_rewrite(legacy, WriteFormat.of(KMS_A))
 
 
 def test_old_key_and_plaintext_are_stale_current_key_is_not() -> None:
-    current = write_format_label(KMS_B)
-    assert is_stale(KMS_A, current)
-    assert is_stale(StoredFormat(FormatKind.PLAINTEXT_PROTOBUF), current)
-    assert not is_stale(KMS_B, current)
+    current = WriteFormat.of(KMS_B)
+    assert needs_rewrite(KMS_A, current)
+    assert needs_rewrite(StoredFormat(FormatKind.PLAINTEXT_PROTOBUF), current)
+    assert not needs_rewrite(KMS_B, current)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        StoredFormat(FormatKind.PLAINTEXT_PROTOBUF),
+        StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="kek:2", dek_source_type=1),
+        StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=0),
+        StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=7),
+        StoredFormat(FormatKind.KMS_V1, provider="old-kms"),
+        StoredFormat(FormatKind.AESCBC, key_name="key1"),
+        StoredFormat(FormatKind.SECRETBOX, key_name="k"),
+    ],
+)
+def test_a_format_read_back_from_its_status_label_judges_alike(stored: StoredFormat) -> None:
+    """Status keeps the label; a resumed run must call the same values current."""
+    written = WriteFormat.of(stored)
+    parsed = WriteFormat.parse(written.label)
+    assert parsed is not None
+    assert parsed.label == written.label
+    samples = [stored, KMS_A, KMS_B, StoredFormat(FormatKind.PLAINTEXT_JSON), StoredFormat(FormatKind.AESGCM)]
+    assert [parsed.is_current(s) for s in samples] == [written.is_current(s) for s in samples]
+
+
+def test_a_label_that_names_no_format_parses_to_none() -> None:
+    assert WriteFormat.parse("") is None
+    assert WriteFormat.parse("unknown (truncated)") is None
+    assert WriteFormat.parse("kms-v2:p:") is None
 
 
 def _resource(name: str, kind: str = "X", verbs: tuple[str, ...] = ("list", "patch", "get")) -> dict:
@@ -150,9 +182,9 @@ def test_served_resource_paths() -> None:
 
 
 def test_other_dek_source_types_are_stale_too() -> None:
-    """Only the seed (type 1) is current, as in WriteExpectation.is_current."""
+    """Only the seed (type 1) is what the apiserver writes now."""
     other = StoredFormat(FormatKind.KMS_V2, provider="local-kms", key_id="A", dek_source_type=2)
-    assert is_stale(other, write_format_label(KMS_A))
+    assert needs_rewrite(other, WriteFormat.of(KMS_A))
 
 
 def test_undecodable_values_are_never_rewritten() -> None:

@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.counts import Inventory
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.inventory.report import print_table, to_json
 from kms_storage_migrator.inventory.scan import (
     crd_index_from_etcd,
@@ -26,6 +25,7 @@ from kms_storage_migrator.inventory.scan import (
 )
 from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdConfig, EtcdReader, etcd_root_flag
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, GroupResource, UnknownResourceError
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 __all__ = ["register"]
 
@@ -115,14 +115,14 @@ async def _scan(args: argparse.Namespace, config: EtcdConfig) -> Inventory:
     root: EtcdRoot = args.etcd_prefix
     async with EtcdReader(config) as reader:
         await require_apiserver_keys(reader, root)
-        expectation: WriteExpectation | None = None
+        expectation: WriteFormat | None = None
         if args.expect_key_id is not None:
-            expectation = WriteExpectation.for_key_id(args.expect_key_id)
+            expectation = WriteFormat.for_key_id(args.expect_key_id)
         elif args.kubeconfig is not None:
             # Imported here: the kubernetes client costs ~0.3 s and ~25 MB, needed only for the canary.
-            from kms_storage_migrator.inventory.write_format import learn_write_format  # noqa: PLC0415
+            from kms_storage_migrator.inventory.canary import learn_from_canary  # noqa: PLC0415
 
-            expectation = await learn_write_format(
+            expectation = await learn_from_canary(
                 args.kubeconfig, reader, namespace=args.canary_namespace, root=root
             )
         index = await crd_index_from_etcd(reader, root=root)

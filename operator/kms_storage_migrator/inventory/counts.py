@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 from kms_storage_migrator.storage.keys import GroupResource, StoredKey
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 __all__ = ["ClassifiedObject", "Inventory", "ResourceCounts"]
 
@@ -24,7 +24,7 @@ class ClassifiedObject(NamedTuple):
     format: StoredFormat
     mod_revision: int  # equals the object's resourceVersion
 
-    def is_stale(self, expectation: WriteExpectation) -> bool:
+    def is_stale(self, expectation: WriteFormat) -> bool:
         """Rewritable and not stored the way the apiserver writes now."""
         return self.stored_key.rewritable and not expectation.is_current(self.format)
 
@@ -72,7 +72,7 @@ class ResourceCounts:
 
 @dataclass(slots=True)
 class Inventory:
-    expectation: WriteExpectation | None
+    expectation: WriteFormat | None
     resources: dict[GroupResource, ResourceCounts] = field(default_factory=dict)
     revision: int = 0  # etcd revision the scan was pinned to (the last one, after compactions)
     compaction_restarts: int = 0

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from kms_storage_migrator.inventory.counts import Inventory, ResourceCounts
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.storage.keys import GroupResource
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 __all__ = ["SCHEMA_VERSION", "print_table", "summary_line", "to_json"]
 
@@ -29,7 +29,7 @@ def _counts_json(counts: ResourceCounts, *, with_stale: bool) -> dict[str, Any]:
     }
 
 
-def _expectation_json(expectation: WriteExpectation | None) -> dict[str, Any] | None:
+def _expectation_json(expectation: WriteFormat | None) -> dict[str, Any] | None:
     if expectation is None:
         return None
     expected = expectation.expected

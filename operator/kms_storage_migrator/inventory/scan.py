@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdReader, KeyValue, RawEntry
 from kms_storage_migrator.storage.formats import StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
@@ -24,6 +23,7 @@ from kms_storage_migrator.storage.keys import (
     parse_key,
     scan_boundaries,
 )
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 __all__ = [
     "classify_page",
@@ -147,7 +147,7 @@ async def iter_stale(
     reader: EtcdReader,
     index: ResourceIndex,
     prefix: str,
-    expectation: WriteExpectation,
+    expectation: WriteFormat,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
     root: EtcdRoot = DEFAULT_ROOT,
@@ -177,7 +177,7 @@ def selection_prefixes(
 async def scan_inventory(
     reader: EtcdReader,
     index: ResourceIndex,
-    expectation: WriteExpectation | None,
+    expectation: WriteFormat | None,
     selection: Iterable[GroupResource] | None = None,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,

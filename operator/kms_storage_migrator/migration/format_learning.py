@@ -2,7 +2,7 @@
 
 The reference format comes from our own StorageMigration (its status was just written); each
 resource's own format from its first object written with outcome rewritten or unchanged. Both
-are labels (``staleness.write_format_label``): what "current" means for that resource.
+are :class:`WriteFormat` values: what "current" means for that resource.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import logging
 from kms_storage_migrator.migration.boundary import MigrationFailed
 from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MigrationProgress, ResourceProgress
-from kms_storage_migrator.migration.staleness import write_format_label
 from kms_storage_migrator.migration.verify import read_format
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 from kms_storage_migrator.storage.keys import EtcdRoot
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class FormatLearner:
         self._etcd = etcd
         self._progress = progress
         self._root = root
-        self.reference: str | None = None  # the current format of our own CR
+        self.reference: WriteFormat | None = None  # the current format of our own CR
         self._learning: set[str] = set()
 
     async def learn_reference(self, cr_key: str | None) -> None:
@@ -45,7 +45,7 @@ class FormatLearner:
                 "the operator reads another prefix or another etcd than the apiserver writes; "
                 "pass the apiserver's --etcd-prefix to the operator (run --etcd-prefix)"
             )
-        self.reference = write_format_label(found[0])
+        self.reference = WriteFormat.of(found[0], f"StorageMigration at {cr_key}")
         self._note_key_id(found[0])
 
     def wants(self, entry: ResourceProgress) -> bool:
@@ -64,13 +64,17 @@ class FormatLearner:
             self._learning.discard(entry.name)
         if found is None or found[0].kind is FormatKind.UNKNOWN:
             return
-        entry.write_format = write_format_label(found[0])
+        entry.write_format = WriteFormat.of(found[0]).label
         self._note_key_id(found[0])
-        log.info("%s: current write format %s", entry.name, entry.write_format)
+        log.info("%s: current write format %s (read back from %s)", entry.name, entry.write_format, key)
 
-    def expected(self, entry: ResourceProgress) -> str | None:
-        """The label a stored object of this resource must have to be current (None: unknown)."""
-        return entry.write_format or self.reference
+    def expected(self, entry: ResourceProgress) -> WriteFormat | None:
+        """What a stored object of this resource must be to be current (None: unknown).
+
+        The status keeps the resource's format as its label, so a resumed run judges alike.
+        """
+        learnt = WriteFormat.parse(entry.write_format) if entry.write_format else None
+        return learnt or self.reference
 
     def _note_key_id(self, stored: StoredFormat) -> None:
         if stored.kind is FormatKind.KMS_V2 and stored.key_id and self._progress.key_id is None:

@@ -12,7 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from kms_storage_migrator.kube import ApiError, TransportError
-from kms_storage_migrator.migration.boundary import APISERVER, InfrastructureUnavailable, as_retryable
+from kms_storage_migrator.migration.boundary import (
+    APISERVER,
+    InfrastructureUnavailable,
+    as_retryable,
+    at_phase_level,
+)
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
 from kms_storage_migrator.migration.progress import MigrationProgress
 from kms_storage_migrator.migration.status_publisher import MigrationSink, StatusPublisher
@@ -46,6 +51,8 @@ class OutageWatch:
         self._sleep = sleep
         self._check_stop = check_stop
         self._since = 0.0
+        self._attempt = 0  # waits since work last went on: the backoff grows with it
+        self._what = ""
 
     async def require_available(self) -> None:
         """Raise InfrastructureUnavailable unless the apiserver is ready and etcd answers."""
@@ -57,21 +64,39 @@ class OutageWatch:
         if self._etcd is not None:
             await self._etcd.get(self._probe_key)  # EtcdUnavailable: the boundary maps it
 
-    async def wait_out(self, outage: InfrastructureUnavailable, attempt: int) -> None:
+    async def settled(self) -> None:
+        """Work went on (a page or a step done): say so if it had waited, and reset the backoff."""
+        if self._attempt:
+            waited = time.monotonic() - self._since
+            self._attempt = 0
+            back = f"{self._what} answers again after {waited:.0f}s; {self._progress.phase.value} goes on"
+            log.info("%s", back)
+            await self._sink.event("Normal", "InfrastructureAvailable", back)
+
+    async def wait_out(self, outage: InfrastructureUnavailable) -> None:
         """Keep the phase, say what is awaited, back off; return once both answer again."""
-        delay = min(OUTAGE_MAX_WAIT, OUTAGE_FIRST_WAIT * 2 ** (attempt - 1))
-        phase = self._progress.phase
-        message = f"{outage}; phase {phase.value} kept, retry {attempt} in {delay:.0f}s"
-        self._progress.message = message
-        log.warning("%s", message)
-        if attempt == 1:
+        if self._attempt == 0:
             self._since = time.monotonic()
-            await self._sink.event("Warning", "InfrastructureUnavailable", message)
-        await self._publisher.publish(force=True)
-        await self._sleep(delay)
-        self._check_stop()
-        await self.require_available()
-        waited = time.monotonic() - self._since
-        await self._sink.event(
-            "Normal", "InfrastructureAvailable", f"{outage.what} answers again after {waited:.0f}s; resuming"
-        )
+            await self._sink.event("Warning", "InfrastructureUnavailable", self._waiting(outage, 1))
+        while True:
+            self._attempt += 1
+            delay = min(OUTAGE_MAX_WAIT, OUTAGE_FIRST_WAIT * 2 ** (self._attempt - 1))
+            self._progress.message = message = self._waiting(outage, self._attempt, delay)
+            log.warning("%s", message)
+            await self._publisher.publish(force=True)
+            await self._sleep(delay)
+            self._check_stop()
+            try:
+                await self.require_available()
+            except Exception as error:
+                still = at_phase_level(error)
+                if not isinstance(still, InfrastructureUnavailable):
+                    raise
+                outage = still
+                continue
+            self._what = outage.what
+            return  # the driver tries again; settled() once work goes on
+
+    def _waiting(self, outage: InfrastructureUnavailable, attempt: int, delay: float | None = None) -> str:
+        delay = delay if delay is not None else OUTAGE_FIRST_WAIT
+        return f"{outage}; phase {self._progress.phase.value} kept, retry {attempt} in {delay:.0f}s"

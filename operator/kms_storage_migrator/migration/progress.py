@@ -131,7 +131,7 @@ class ResourceProgress:
     phase: ResourcePhase = ResourcePhase.PENDING
     estimate: int = 0  # objects this resource is expected to take (listed or found stale)
     scanned: int = 0  # etcd keys seen in the last scan
-    write_format: str | None = None  # how the apiserver stores this resource now, learned by read-back
+    write_format: str | None = None  # WriteFormat.label of how the apiserver writes it now (read back)
     counts: Counts = field(default_factory=Counts)
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
     message: str = ""

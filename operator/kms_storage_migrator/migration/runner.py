@@ -137,7 +137,6 @@ class MigrationRunner:
         progress.start_time = progress.start_time or utc_now()
         progress.observed_generation = self._generation
         async with self._publisher.ticking():
-            outages = 0
             while True:
                 try:
                     await self._run_steps()
@@ -150,8 +149,9 @@ class MigrationRunner:
                         await self._finish(Verdict(Phase.FAILED, "Failed", str(meaning)))
                         return progress
                     assert isinstance(meaning, InfrastructureUnavailable)
-                    outages += 1
-                    await self._outages.wait_out(meaning, outages)
+                    outage = meaning
+                # Outside the handler: the wait's own probes may fail again, and are its business.
+                await self._outages.wait_out(outage)
 
     def _steps(self) -> list[Step]:
         if self._mode is Mode.VERIFY_ONLY:
@@ -171,6 +171,7 @@ class MigrationRunner:
         for step in self._steps():
             if PHASE_ORDER.index(step.phase) >= PHASE_ORDER.index(reached):
                 await step.run()
+                await self._outages.settled()
 
     # ---- the steps ----------------------------------------------------------------------------
 
@@ -246,6 +247,7 @@ class MigrationRunner:
                 if page.final:
                     entry.phase = ResourcePhase.DONE
                 await self._publisher.publish(force=True)
+                await self._outages.settled()
         except RetryableFailure as failure:
             await self._outages.require_available()  # an outage, or this resource alone fails
             raise ResourceAbandoned(f"cannot list: {failure}") from failure
@@ -259,13 +261,15 @@ class MigrationRunner:
             await self._finish(decide(self.progress, None, self._mode))
             return
         await self._enter(Phase.VERIFYING, "reading every selected object back from etcd")
-        resources = [(served, self._entry(name).write_format) for name, served in self._served.items()]
+        resources = [
+            (served, self._learner.expected(self._entry(name))) for name, served in self._served.items()
+        ]
         report = await verify_resources(
             self._etcd,
             resources,
             self._writer.index,
             self._spec.page_size,
-            reference_label=self._learner.reference,
+            reference=self._learner.reference,
             failed=failed_resources(self.progress),
             should_stop=self._should_stop,
             root=self._root,

@@ -1,52 +1,24 @@
-"""Which stored objects are stale: the one rule, shared by the Targeted walk and verification. Pure.
+"""Which stored objects the engine rewrites, and the tally of one pass over a resource. Pure.
 
-"Current" means stored the way the apiserver writes now, learnt by reading a write back
-(``format_learning.py``); anything else a no-op write would store anew.
+"Current" is :class:`storage.write_format.WriteFormat`, learnt by reading a write back
+(``format_learning.py``); the same rule decides for ``scan``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kms_storage_migrator.storage.formats import (
-    DEK_SOURCE_AES_GCM_KEY,
-    DEK_SOURCE_HKDF_SEED,
-    FormatKind,
-    StoredFormat,
-)
-
-PLAINTEXT_LABEL = "plaintext"
+from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 
-def write_format_label(stored: StoredFormat) -> str:
-    """What "current" means for comparison: the provider and key, never the per-write DEK seed.
+def needs_rewrite(stored: StoredFormat, current: WriteFormat) -> bool:
+    """Stale and decodable: what a no-op write would store anew, and may be sent.
 
-    Every plaintext serialisation is one label (a resource left unencrypted by the config is
-    current whether it is JSON or protobuf); a legacy KMS v2 DEK source is its own label because
-    the apiserver treats it as stale.
+    An undecodable value is never current, but it is not written either (:func:`is_rewritable`);
+    verification reports it.
     """
-    if stored.is_plaintext:
-        return PLAINTEXT_LABEL
-    label = stored.describe()
-    if stored.kind is FormatKind.KMS_V2 and stored.dek_source_type != DEK_SOURCE_HKDF_SEED:
-        # Only the seed (type 1) is what the apiserver writes now; any other type is stale.
-        legacy = stored.dek_source_type == DEK_SOURCE_AES_GCM_KEY
-        label += "+legacy-dek" if legacy else f"+dek-source-{stored.dek_source_type}"
-    return label
-
-
-def is_stale(stored: StoredFormat, current_label: str) -> bool:
-    """Whether the apiserver would store this value anew on a no-op write.
-
-    Current means: the same provider and key (``kms-v2:<provider>:<keyID>``), with the DEK
-    source type the apiserver writes (type 1, the seed; type 0, a per-write DEK, is stale), or
-    any plaintext when the resource is left unencrypted. This matches
-    ``inventory.expectation.WriteExpectation.is_current`` except that the label always
-    compares the provider (an expectation from ``--expect-key-id`` may leave it open). An
-    ``UNKNOWN`` value (undecodable) is never "current", but the runner does not rewrite it
-    either: see :func:`is_rewritable`.
-    """
-    return write_format_label(stored) != current_label
+    return is_rewritable(stored) and not current.is_current(stored)
 
 
 def is_rewritable(stored: StoredFormat) -> bool:
@@ -61,9 +33,3 @@ class StaleTally:
 
     scanned: int = 0
     stale: int = 0
-    not_rewritable: int = 0
-
-    def add(self, other: StaleTally) -> None:
-        self.scanned += other.scanned
-        self.stale += other.stale
-        self.not_rewritable += other.not_rewritable

@@ -17,7 +17,7 @@ from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import ResourcePhase, ResourceProgress
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteTarget
-from kms_storage_migrator.migration.staleness import is_rewritable, is_stale
+from kms_storage_migrator.migration.staleness import is_rewritable, needs_rewrite
 from kms_storage_migrator.migration.verify import StoredObject, stored_objects
 from kms_storage_migrator.migration.walk import Page
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
@@ -82,11 +82,7 @@ class TargetedWalk:
             return
         last = entry.checkpoint.last_key
         async for page in self._stored(served, self._page_size, last):
-            targets = [
-                _target(served, item)
-                for item in page
-                if is_rewritable(item.stored_format) and is_stale(item.stored_format, expected)
-            ]
+            targets = [_target(served, item) for item in page if needs_rewrite(item.stored_format, expected)]
             # Objects already current are not written: the estimate was an upper bound.
             passed = len(page) - len(targets)
             entry.estimate = max(entry.counts.done + len(targets), entry.estimate - passed)

@@ -1,7 +1,7 @@
 """Read-back from etcd: how each selected resource is stored now, against how it should be.
 
 Used by the Targeted walk (what to rewrite), the final verification, and VerifyOnly. Values
-are classified and dropped at once; only keys, labels and counts leave here.
+are classified and dropped at once; only keys, formats and counts leave here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
 from kms_storage_migrator.migration.resource_choice import ServedResource
-from kms_storage_migrator.migration.staleness import StaleTally, is_rewritable, is_stale
+from kms_storage_migrator.migration.staleness import StaleTally, is_rewritable
 from kms_storage_migrator.storage.formats import StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
     DEFAULT_ROOT,
@@ -23,6 +23,7 @@ from kms_storage_migrator.storage.keys import (
     etcd_prefix,
     parse_key,
 )
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,11 @@ class VerificationReport:
 
 async def verify_resources(
     reader: EtcdPort,
-    resources: Sequence[tuple[ServedResource, str | None]],
+    resources: Sequence[tuple[ServedResource, WriteFormat | None]],
     index: ResourceIndex,
     page_size: int,
     *,
-    reference_label: str | None,
+    reference: WriteFormat | None,
     failed: Sequence[str] = (),
     should_stop: Callable[[], bool] = lambda: False,
     root: EtcdRoot = DEFAULT_ROOT,
@@ -150,8 +151,8 @@ async def verify_resources(
     and the report is never Verified while any is listed.
     """
     report = VerificationReport(failed=list(failed))
-    for resource, label in resources:
-        expected = label or reference_label
+    for resource, current in resources:
+        expected = current or reference
         if expected is None:
             report.unreferenced.append(resource.name)
             continue
@@ -165,7 +166,7 @@ async def verify_resources(
                     report.undecodable += 1
                     if len(report.undecodable_examples) < MAX_EXAMPLES:
                         report.undecodable_examples.append(f"{resource.name} {_display(item.stored_key)}")
-                elif is_stale(item.stored_format, expected):
+                elif not expected.is_current(item.stored_format):
                     stale += 1
                     if len(report.examples) < MAX_EXAMPLES:
                         report.examples.append(
@@ -173,16 +174,16 @@ async def verify_resources(
                         )
         report.tally.stale += stale
         report.stale_by_resource[resource.name] = stale
-    if reference_label is not None:
-        report.internal_stale = await _internal_stale(reader, reference_label, page_size, root)
+    if reference is not None:
+        report.internal_stale = await _internal_stale(reader, reference, page_size, root)
     return report
 
 
-async def _internal_stale(reader: EtcdPort, reference_label: str, page_size: int, root: EtcdRoot) -> int:
+async def _internal_stale(reader: EtcdPort, reference: WriteFormat, page_size: int, root: EtcdRoot) -> int:
     stale = 0
     for location in NOT_REWRITABLE_LOCATIONS:
         async for page in reader.scan(root.location(location), page_size):
-            stale += sum(1 for entry in page if is_stale(classify(entry.value), reference_label))
+            stale += sum(1 for entry in page if not reference.is_current(classify(entry.value)))
     return stale
 
 

@@ -12,13 +12,13 @@ import secrets
 from pathlib import Path
 
 from kms_storage_migrator.errors import UserError
-from kms_storage_migrator.inventory.expectation import WriteExpectation
 from kms_storage_migrator.kube import ApiError, KubeApi, TransportError, load_credentials
 from kms_storage_migrator.storage.etcd import EtcdReader
 from kms_storage_migrator.storage.formats import FormatKind, classify
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
+from kms_storage_migrator.storage.write_format import WriteFormat
 
-__all__ = ["CANARY_PREFIX", "learn_write_format"]
+__all__ = ["CANARY_PREFIX", "learn_from_canary"]
 
 CANARY_PREFIX = "kms-storage-migrator-canary-"
 CANARY_LABELS = {
@@ -35,9 +35,9 @@ def _api_error(action: str, error: Exception) -> UserError:
     return UserError(f"cannot {action}: {error} (is the apiserver reachable?)")
 
 
-async def learn_write_format(
+async def learn_from_canary(
     kubeconfig: Path, reader: EtcdReader, *, namespace: str = "default", root: EtcdRoot = DEFAULT_ROOT
-) -> WriteExpectation:
+) -> WriteFormat:
     # The loaders are blocking (files, maybe an exec plugin): off the event loop.
     credentials = await asyncio.to_thread(load_credentials, kubeconfig)
     name = CANARY_PREFIX + secrets.token_hex(4)
@@ -70,4 +70,4 @@ async def learn_write_format(
     stored = classify(entry.value)
     if stored.kind is FormatKind.UNKNOWN:
         raise UserError(f"the canary {where} is stored in an unknown format ({stored.reason})")
-    return WriteExpectation(stored, f"canary {where}")
+    return WriteFormat(stored, f"canary {where}")
