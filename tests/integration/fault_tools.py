@@ -22,7 +22,7 @@ import http.client
 import json
 import os
 import random
-import signal
+import secrets
 import ssl
 import subprocess
 import threading
@@ -196,7 +196,7 @@ class EtcdInspector:
         return found
 
     def revision(self) -> int:
-        reply = json.loads(self._etcdctl("get", "--count-only", "--prefix", "/", "-w", "json"))
+        reply = json.loads(self._etcdctl("get", "--prefix", "/", "--keys-only", "--limit=1", "-w", "json"))
         return int(reply["header"]["revision"])
 
     def compact(self, revision: int) -> None:
@@ -484,10 +484,13 @@ def migration_spec(mode: str, **extra: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def fault_world(directory: Path, *, objects: int, namespaces: int = 10) -> Iterator[FaultWorld]:
-    """A KMS v2 dev cluster seeded with ``objects`` objects, the CRD installed, no operator yet."""
+def fault_world(
+    directory: Path, *, objects: int, namespaces: int = 10, **up_options: Any
+) -> Iterator[FaultWorld]:
+    """A KMS v2 dev cluster (``DevCluster.up`` options) seeded with ``objects`` objects, the CRD
+    installed, no operator yet."""
     cluster = DevCluster(directory / "cluster")
-    cluster.up("kms")
+    cluster.up("kms", **up_options)
     world = FaultWorld(cluster, directory, EtcdInspector(cluster), directory / "operator.log")
     try:
         seed(cluster, objects, namespaces, progress=False)
@@ -538,20 +541,15 @@ def assert_migrated(
     )
 
 
-def etcd_pid(cluster: DevCluster) -> int:
-    return int(cluster.status()["components"]["etcd"]["pid"])
-
-
 @contextmanager
-def etcd_frozen(cluster: DevCluster) -> Iterator[None]:
-    """etcd stopped (SIGSTOP) and resumed (SIGCONT): every client of it, the apiserver and the
-    operator's reader, sees its requests hang until they time out, as with a dead member."""
-    pid = etcd_pid(cluster)
-    os.kill(pid, signal.SIGSTOP)
+def etcd_stopped(cluster: DevCluster) -> Iterator[None]:
+    """etcd stopped, then started again on the same port and data: every client of it, the
+    apiserver and the operator's reader, sees its connections refused meanwhile."""
+    cluster.stop_etcd()
     try:
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        cluster.start_etcd()
 
 
 def wait_apiserver_ready(cluster: DevCluster, timeout: float = 180) -> float:
@@ -695,7 +693,7 @@ def migrate_through_etcd_outage(world: FaultWorld, mode: str, *, seconds: float)
     )
     assert at_fault["phase"] == "Migrating", at_fault.get("message")
     fault_at = time.monotonic()
-    with etcd_frozen(world.cluster):
+    with etcd_stopped(world.cluster):
         time.sleep(seconds)
     ready_after = wait_apiserver_ready(world.cluster)
     status = world.finished(name, timeout=scaled(600, 3600))
@@ -763,3 +761,74 @@ def migrate_through_kills(world: FaultWorld, mode: str, *, kills: int, seed: int
     )
     assert_migrated(world, status, before, keys_before)
     world.stop_operator()
+
+
+# --- secret markers --------------------------------------------------------------------
+
+
+def _marker(what: str) -> str:
+    return f"ksm-leak-{what}-{secrets.token_hex(12)}"
+
+
+def needles(marker: str) -> list[str]:
+    """The marker, and its base64 at each of the three byte alignments (without the edge
+    characters, which depend on the bytes around it)."""
+    raw = marker.encode()
+    found = [marker]
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        found.append(encoded[4 if shift else 0 : -4])
+    return found
+
+
+def _secret(namespace: str, name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        **fields,
+    }
+
+
+def _configmap(namespace: str, name: str, value: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"token": value},
+    }
+
+
+def plant_markers(cluster: DevCluster, namespace: str) -> dict[str, str]:
+    """Secrets and ConfigMaps holding fresh marker values, some made with ``kubectl apply`` (which
+    copies the manifest, data included, into the last-applied-configuration annotation that
+    metadata-only lists carry); returns the markers by how they were planted."""
+    markers = {
+        what: _marker(what)
+        for what in (
+            "applied-stringdata",
+            "applied-data",
+            "created-secret",
+            "applied-configmap",
+            "created-configmap",
+        )
+    }
+    cluster.kubectl("create", "namespace", namespace)
+    applied = [
+        _secret(namespace, "applied-stringdata", stringData={"password": markers["applied-stringdata"]}),
+        _secret(
+            namespace,
+            "applied-data",
+            data={"password": base64.b64encode(markers["applied-data"].encode()).decode()},
+        ),
+        _configmap(namespace, "applied-configmap", markers["applied-configmap"]),
+    ]
+    for item in applied:
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(item))
+    created = [
+        _secret(namespace, "created-secret", stringData={"password": markers["created-secret"]}),
+        _configmap(namespace, "created-configmap", markers["created-configmap"]),
+    ]
+    for item in created:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(item))
+    return markers
