@@ -16,7 +16,12 @@ from kms_storage_migrator.convergence.gate import Converged, Lag, NoMetricsAcces
 from kms_storage_migrator.convergence.identity import apiserver_id_hash
 from kms_storage_migrator.convergence.keyids import key_id_hash
 from kms_storage_migrator.convergence.metrics import STATUS_METRIC, USE_METRIC
-from kms_storage_migrator.convergence.scrape import fresh_connections, scrape_round, wait_for_convergence
+from kms_storage_migrator.convergence.scrape import (
+    assess_once,
+    fresh_connections,
+    scrape_round,
+    wait_for_convergence,
+)
 from kms_storage_migrator.kube import ApiCredentials, ApiError, ApiResponse, KubeApi, TransportError
 
 KEK = key_id_hash("kek-2")
@@ -205,3 +210,17 @@ async def test_each_fresh_connection_uses_the_token_file_as_it_is_now(tmp_path: 
     async with connect() as client:
         assert isinstance(client, KubeApi)
         assert client.credentials.token == "rotated-token"
+
+
+async def test_an_unreached_apiserver_is_reported_with_the_number_of_scrapes_tried() -> None:
+    connect, _ = balancer([Backend({"/metrics": _metrics("one", START + 10)})])
+    result = await assess_once(
+        FakeApi(_leases("one", "two", renewed=START)),  # type: ignore[arg-type]
+        START,
+        connect=connect,
+        clock=lambda: START + 5,
+    )
+    assert isinstance(result, Waiting)
+    assert [(lag.apiserver_id, lag.reason) for lag in result.lagging] == [("two", Lag.NOT_REACHED)]
+    assert result.message.startswith("waiting for the apiservers to use the KMS's current key: ")
+    assert "8 scrapes through /metrics this round; two did not answer any /metrics scrape" in result.message

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
-from kms_storage_migrator.convergence.gate import GateResult, Waiting, assess
+from kms_storage_migrator.convergence.gate import GateResult, Lag, Waiting, assess
 from kms_storage_migrator.convergence.identity import (
     DEFAULT_STALE_AFTER_SECONDS,
     IDENTITY_LABEL,
@@ -169,11 +169,21 @@ async def assess_once(
     wanted = [identity.id_hash for identity in live]
     found = await scrape_round(connect or fresh_connections(api.credentials), wanted, nudge=nudge)
     result = assess(live, found.answers, started_at, metrics_forbidden=found.forbidden)
-    if isinstance(result, Waiting) and found.failures:
-        failed = "; ".join(found.failures)
-        note = f"{result.note}; " if result.note else ""
-        result = Waiting(result.lagging, note=f"{note}{found.scrapes} scrapes, failures: {failed}")
+    if isinstance(result, Waiting):
+        result = Waiting(result.lagging, note=_round_note(result, found))
     return result
+
+
+def _round_note(result: Waiting, found: ScrapeRound) -> str:
+    """How the round went, when that explains a laggard: unreachable ones, failed scrapes."""
+    notes = [result.note] if result.note else []
+    unreached = any(lag.reason is Lag.NOT_REACHED for lag in result.lagging)
+    if unreached or found.failures:
+        # A balancer sends nothing to a backend it took out of rotation (its /readyz failing).
+        notes.append(f"{found.scrapes} scrapes through {METRICS_PATH} this round")
+    if found.failures:
+        notes.append("failures: " + "; ".join(found.failures))
+    return ", ".join(notes)
 
 
 async def wait_for_convergence(
