@@ -13,9 +13,10 @@ import hashlib
 import json
 import ssl
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,68 @@ def test_the_load_balancer_spreads_connections_and_survives_a_stopped_apiserver(
     finally:
         cluster.start_apiserver(stopped.index)
     assert cluster.kubectl("get", "--raw", "/readyz", kubeconfig=stopped.kubeconfig) == "ok"
+
+
+def readyz(cluster: DevCluster, kubeconfig: Path) -> str:
+    """The apiserver's verbose /readyz body, whatever its status code."""
+    url = next(apiserver.url for apiserver in cluster.apiservers if apiserver.kubeconfig == kubeconfig)
+    try:
+        with urllib.request.urlopen(
+            f"{url}/readyz?verbose", context=admin_context(cluster), timeout=10
+        ) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return str(error.read().decode())
+    except (urllib.error.URLError, OSError) as error:
+        return f"unreachable: {error}"
+
+
+def wait_until(condition: Callable[[], bool], *, what: str, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"{what} did not happen within {timeout}s"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def test_one_plugin_and_etcd_stop_and_start_again(ha_cluster: tuple[DevCluster, float]) -> None:
+    cluster, _ = ha_cluster
+    third = cluster.apiservers[2]
+    cluster.stop_kms_plugin(third.index)
+    try:
+        assert not Path(third.kms_socket).exists()
+        # Its kms-providers check asks Status again once its last answer is 20 s old.
+        seconds = wait_until(
+            lambda: "[-]kms-providers failed" in readyz(cluster, third.kubeconfig),
+            what="apiserver 3 reporting its stopped plugin",
+            timeout=90,
+        )
+        print(f"apiserver 3's /readyz failed {seconds:.1f}s after its plugin stopped")
+        assert "[+]kms-providers ok" in readyz(cluster, cluster.apiservers[0].kubeconfig)
+    finally:
+        cluster.start_kms_plugin(third.index)
+    wait_until(
+        lambda: "[+]kms-providers ok" in readyz(cluster, third.kubeconfig), what="recovery", timeout=60
+    )
+
+    cluster.stop_etcd()
+    try:
+        assert "etcd" not in cluster.load_state().pids
+        wait_until(
+            lambda: "[-]etcd failed" in readyz(cluster, third.kubeconfig),
+            what="etcd failure seen",
+            timeout=60,
+        )
+    finally:
+        cluster.start_etcd()
+    for apiserver in cluster.apiservers:
+        wait_until(
+            lambda apiserver=apiserver: readyz(cluster, apiserver.kubeconfig).endswith(
+                "readyz check passed\n"
+            ),
+            what=f"apiserver {apiserver.index} ready after etcd returned",
+            timeout=60,
+        )
 
 
 def test_a_rotation_without_restart_reaches_every_apiserver_on_its_own(
