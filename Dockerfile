@@ -4,11 +4,10 @@
 #   scripts/build-image.sh --local-base                      (no registry: a Debian base made here)
 #
 # Three stages. The builder makes a wheel of this project and installs it with its dependencies
-# into /opt/venv. The runtime stage is the base image plus that venv, the operator's user, and
-# minus every installer (pip, ensurepip's bundled wheels, apt, dpkg) and documentation. The
-# final stage is that file system copied into one layer, so what was removed is really gone,
-# not only hidden under a later layer. Every dependency ships manylinux wheels for Python 3.11:
-# no compiler is needed anywhere.
+# into /opt/venv. The runtime stage picks out of the base image what that venv runs on. The
+# final stage is only that, in one layer: no shell, no compiler, no pip, apt or dpkg (the base
+# image's own layers are not inherited, so nothing removed survives underneath). Every
+# dependency ships manylinux wheels for Python 3.11: no compiler is needed anywhere.
 #
 # PYTHON_IMAGE is any Debian bookworm image with Python 3.11 and its venv module: the official
 # python:3.11-slim (Python in /usr/local) or Debian's own python3.11 + python3-venv (in /usr);
@@ -46,35 +45,46 @@ ARG PYTHON
 ARG UID=65532
 ARG GID=65532
 COPY --from=builder /opt/venv /opt/venv
-# A named user so that libraries asking for the home directory or user name get an answer.
-# Then the installers go: pip (python:3.11-slim has it, Debian's Python has not), ensurepip
-# and its bundled wheels (they would install pip again), apt, dpkg and debconf with their
-# databases, and perl-base, which only their scripts use. They are removed by the list of
-# files dpkg itself records for them; directories stay (with merged /usr, /bin and /sbin are
-# symlinks to directories other packages share). Documentation and translations are never
-# read by a daemon.
+# /rootfs gets only what the operator runs on: the interpreter, its standard library (without
+# ensurepip, IDLE, tkinter and the like), the venv, every shared library ldd finds for them
+# (plus libgcc_s, which glibc loads by name when a thread exits), the merged-/usr symlinks,
+# /etc/passwd and /etc/group with the operator's user, and an empty /tmp. No shell, no
+# coreutils, no pip, apt or dpkg: nothing to install or run but the operator. Both bases are
+# Debian bookworm; only the interpreter's prefix differs (/usr/local for python:3.11-slim), and
+# Python itself says where it is. (/etc/python3.11 holds Debian's sitecustomize.)
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN groupadd --gid "${GID}" migrator \
  && useradd --uid "${UID}" --gid "${GID}" --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin migrator \
- && if "${PYTHON}" -m pip --version >/dev/null 2>&1; then \
-      "${PYTHON}" -m pip uninstall --yes --quiet pip setuptools wheel; \
-    fi \
- && rm -rf "$("${PYTHON}" -c 'import ensurepip, os; print(os.path.dirname(ensurepip.__file__))')" \
-      /usr/share/python-wheels \
- && dpkg-query --listfiles apt dpkg debconf libapt-pkg6.0 perl-base > /tmp/package-manager-files \
- && while read -r path; do \
-      if [ ! -d "${path}" ]; then rm -f "${path}"; fi; \
-    done < /tmp/package-manager-files \
- && rm -rf /tmp/package-manager-files /var/lib/dpkg /var/lib/apt /var/cache/apt /var/cache/debconf \
-      /etc/apt /etc/dpkg /var/log/* /usr/share/doc /usr/share/man /usr/share/info /usr/share/locale
+ && launcher="$(command -v "${PYTHON}")" \
+ && interpreter="$(readlink -f "${launcher}")" \
+ && stdlib="$("${PYTHON}" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+ && find "${interpreter}" "${stdlib}/lib-dynload" /opt/venv -type f \
+      \( -name '*.so' -o -name '*.so.*' -o -path "${interpreter}" \) -print0 \
+    | xargs -0 ldd 2>/dev/null \
+    | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(0x/ { print $1 }' \
+      > /tmp/libraries \
+ && ldconfig -p | awk '$1 == "libgcc_s.so.1" { print $NF }' >> /tmp/libraries \
+ && while read -r library; do \
+      echo "$(readlink -f "$(dirname "${library}")")/$(basename "${library}")"; \
+      readlink -f "${library}"; \
+    done < /tmp/libraries | sort -u > /tmp/runtime-files \
+ && mkdir -p /rootfs/etc /rootfs/tmp \
+ && chmod 1777 /rootfs/tmp \
+ && for link in /bin /sbin /lib /lib64; do \
+      if [ -L "${link}" ]; then cp -a "${link}" /rootfs/; fi; \
+    done \
+ && xargs cp -a --parents -t /rootfs "${launcher}" "${interpreter}" "${stdlib}" /opt/venv \
+      /etc/passwd /etc/group /etc/ld.so.cache < /tmp/runtime-files \
+ && if [ -d "/etc/${interpreter##*/}" ]; then cp -a --parents "/etc/${interpreter##*/}" /rootfs; fi \
+ && for unused in ensurepip idlelib tkinter turtledemo lib2to3 pydoc_data site-packages \
+      dist-packages test; do rm -rf "/rootfs${stdlib}/${unused}"; done \
+ && rm -f /tmp/libraries /tmp/runtime-files
 
 FROM scratch
 ARG UID=65532
 ARG GID=65532
-# One layer holding the runtime stage's file system: flattening is the point here (what the
-# runtime stage removed must not survive in the base image's layers), not an accident.
-# hadolint ignore=DL3067
-COPY --from=runtime / /
+COPY --from=runtime /rootfs /
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \
