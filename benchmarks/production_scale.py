@@ -148,7 +148,7 @@ def prepare(work: Path, scenario: str, objects: int) -> Path:
         base.up("kms")
         tenth = objects // 10
         seed_bench(base, tenth, 0)
-        base.rotate_kek()
+        base.rotate_kek(restart=True)  # the rest is written under the new key at once
         seed_bench(base, objects - tenth, tenth)
     base.down()
     snapshot = work / f"snapshot-{scenario}"
