@@ -53,6 +53,7 @@ class PageWriter:
         self._root = root
         self._should_stop = should_stop
         self._forbidden_streak: dict[str, int] = {}
+        self._unannounced: list[str] = []  # failure events of the page in progress
         self.index: ResourceIndex = {}  # set after discovery: where custom resources are stored
 
     def check_stop(self) -> None:
@@ -60,7 +61,9 @@ class PageWriter:
             raise MigrationStopped("stop requested")
 
     async def write(self, entry: ResourceProgress, targets: Sequence[RewriteTarget]) -> PageResult:
+        """Write a page; its failure events wait for :meth:`announce` (the page may be redone)."""
         result = PageResult()
+        self._unannounced = []  # a page redone after an outage drops what its first try found
         if not targets:
             return result
         semaphore = asyncio.Semaphore(self._concurrency)
@@ -68,7 +71,7 @@ class PageWriter:
         async def write_one(target: RewriteTarget) -> None:
             async with semaphore:
                 self.check_stop()
-                outcome = await self.write_one(entry, target)
+                outcome = await self._write(entry, target)
                 result.written += 1
                 result.exhausted += outcome is Outcome.EXHAUSTED
 
@@ -81,6 +84,19 @@ class PageWriter:
         return result
 
     async def write_one(self, entry: ResourceProgress, target: RewriteTarget) -> Outcome:
+        """One object on its own (a format probe), its outcome final at once."""
+        self._unannounced = []
+        outcome = await self._write(entry, target)
+        await self.announce()
+        return outcome
+
+    async def announce(self) -> None:
+        """Send the failure events of the objects written since the last page began."""
+        messages, self._unannounced = self._unannounced, []
+        for message in messages:
+            await self._sink.event("Warning", "ObjectNotRewritten", message)
+
+    async def _write(self, entry: ResourceProgress, target: RewriteTarget) -> Outcome:
         rewritten = await self._rewriter.rewrite(target)
         await self._record(entry, rewritten)
         return rewritten.outcome
@@ -105,11 +121,7 @@ class PageWriter:
         first_few = self._progress.failures_total < MAX_FAILURES
         self._progress.record_failure(failure)
         if first_few:
-            await self._sink.event(
-                "Warning",
-                "ObjectNotRewritten",
-                f"{target.describe()}: {failure.reason}: {failure.message}"[:400],
-            )
+            self._unannounced.append(f"{target.describe()}: {failure.reason}: {failure.message}"[:400])
         streak = self._forbidden_streak.get(entry.name, 0)
         if result.reason == "Forbidden" and streak >= 0:
             self._forbidden_streak[entry.name] = streak + 1

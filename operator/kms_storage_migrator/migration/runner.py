@@ -232,6 +232,7 @@ class MigrationRunner:
             except ResourceAbandoned as reason:
                 entry.phase = ResourcePhase.FAILED
                 entry.message = str(reason)
+                await self._writer.announce()  # the failures that led to it are final
                 await self._sink.event("Warning", "ResourceSkipped", f"{entry.name}: {reason}")
             await self._publisher.publish(force=True)
 
@@ -244,6 +245,7 @@ class MigrationRunner:
                     # Retries that ran out during an outage are no outcome: redo the page later.
                     await self._outages.require_available()
                 entry.commit(continue_token=page.continue_token, last_key=page.last_key)
+                await self._writer.announce()
                 if page.final:
                     entry.phase = ResourcePhase.DONE
                 await self._publisher.publish(force=True)
