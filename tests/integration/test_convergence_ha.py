@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 # The etcd and metrics readers of the single-apiserver test (tests/integration is on sys.path).
-from test_convergence_gate import STATUS_GAUGE, sha256_label, stored_key_id
+from test_convergence_rotation import STATUS_GAUGE, sha256_label, stored_key_id
 
 from kms_storage_migrator.convergence.gate import Converged, GateResult, Lag, Waiting
 from kms_storage_migrator.convergence.scrape import wait_for_convergence

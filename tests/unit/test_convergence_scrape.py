@@ -1,6 +1,6 @@
 """The scrape round's bounds and the wait loop, against fake connections (pure control flow).
 
-What the real apiserver answers is proven in tests/integration/test_convergence_gate.py; here
+What the real apiserver answers is proven in tests/integration/test_convergence_rotation.py; here
 only the loop logic: when a round stops, what a 403 or a dropped connection becomes.
 """
 
