@@ -444,7 +444,7 @@ class FaultWorld:
 
     def make_all_stale(self) -> str:
         """A new primary KEK, applied at once: every stored object is now under an old key."""
-        return self.cluster.rotate_kek()
+        return self.cluster.rotate_kek(restart=True)
 
     def apply(self, name: str, spec: dict[str, Any]) -> None:
         apply_migration(self.cluster, name, spec)
