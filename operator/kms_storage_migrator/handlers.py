@@ -128,3 +128,14 @@ async def migrate(
     except RunAgainLater as error:
         # kopf runs the daemon again; the migration resumes from its last stored checkpoint.
         raise kopf.TemporaryError(str(error), delay=FINAL_STATUS_RETRY_DELAY) from error
+
+
+async def operate(memo: OperatorMemo, liveness_endpoint: str | None) -> None:
+    """Run kopf with these handlers until the operator is told to stop: cluster-wide, one replica."""
+    await kopf.operator(
+        registry=registry,
+        clusterwide=True,
+        standalone=True,
+        memo=memo,
+        liveness_endpoint=liveness_endpoint,
+    )

@@ -108,9 +108,8 @@ def _env_path(name: str) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import kopf  # noqa: PLC0415 (kopf configures logging on import; only `run` needs it)
-
-    from kms_storage_migrator.handlers import OperatorMemo, registry  # noqa: PLC0415
+    # kopf (imported by handlers.py only) configures logging on import: only `run` needs it.
+    from kms_storage_migrator.handlers import OperatorMemo, operate  # noqa: PLC0415
 
     etcd_config = None
     if any(getattr(args, flag) is not None for flag in ETCD_FLAGS):
@@ -130,15 +129,7 @@ def run(args: argparse.Namespace) -> int:
     )
     memo = OperatorMemo(credentials, context)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            clusterwide=True,
-            standalone=True,
-            memo=memo,
-            liveness_endpoint=liveness,
-        )
-    )
+    asyncio.run(operate(memo, liveness))
     return 0
 
 

@@ -244,13 +244,13 @@ async def test_discovery_retries_transient_errors() -> None:
         [UNAVAILABLE, {"resources": [_resource("widgets", "Widget")]}],
         [{"resources": [_resource("pods", "PodMetrics", ("get", "list"))]}],
     )
-    result = await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+    result = await discover(api, parse_selection(None, None), attempts=2)
     assert [r.name for r in result.chosen] == ["core/secrets", "example.com/widgets"]
 
 
 async def test_an_unavailable_aggregated_group_is_dropped_with_the_reason() -> None:
     api = _discovery_api([{"resources": [_resource("widgets", "Widget")]}], [UNAVAILABLE])
-    result = await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+    result = await discover(api, parse_selection(None, None), attempts=2)
     dropped = {d.name: d.reason for d in result.dropped}
     assert "aggregated API server unavailable (ServiceUnavailable)" in dropped["metrics.k8s.io/*"]
 
@@ -258,13 +258,13 @@ async def test_an_unavailable_aggregated_group_is_dropped_with_the_reason() -> N
 async def test_an_unavailable_local_group_is_an_outage_to_wait_out_not_a_failure() -> None:
     api = _discovery_api([UNAVAILABLE, UNAVAILABLE], [UNAVAILABLE])
     with pytest.raises(InfrastructureUnavailable, match=r"discovery of example\.com/v1: ServiceUnavailable"):
-        await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+        await discover(api, parse_selection(None, None), attempts=2)
 
 
 async def test_a_refused_local_group_fails_discovery() -> None:
     api = _discovery_api([ApiError(403, "Forbidden", "")], [UNAVAILABLE])
     with pytest.raises(DiscoveryError, match=r"example\.com/v1 failed \(403 Forbidden\)"):
-        await discover(api, parse_selection(None, None), attempts=2)  # type: ignore[arg-type]
+        await discover(api, parse_selection(None, None), attempts=2)
 
 
 # ---- verification verdict ----------------------------------------------------------------------

@@ -82,7 +82,7 @@ class Sleeps:
 def _rewriter(api: ScriptedApi, *, attempts: int = 5, method: RewriteMethod = RewriteMethod.MERGE_PATCH):
     sleeps = Sleeps()
     limiter = AdaptiveRateLimiter(1000, sleep=sleeps)
-    rewriter = Rewriter(api, limiter, max_attempts=attempts, method=method, sleep=sleeps)  # type: ignore[arg-type]
+    rewriter = Rewriter(api, limiter, max_attempts=attempts, method=method, sleep=sleeps)
     return rewriter, limiter, sleeps
 
 
@@ -367,13 +367,13 @@ def _runner(
     **options: Any,
 ) -> MigrationRunner:
     return MigrationRunner(
-        cluster,  # type: ignore[arg-type]
+        cluster,
         MigrationSpec.from_spec(
             {"resources": {"include": ["core/secrets"]}, "maxAttemptsPerObject": 1, **spec}
         ),
         progress or MigrationProgress(),
         sink,
-        etcd=cluster if etcd else None,  # type: ignore[arg-type]
+        etcd=cluster if etcd else None,
         cr_key=cr_key("sm", EtcdRoot.parse(root)),
         should_stop=should_stop,
         etcd_prefix=EtcdRoot.parse(root),
@@ -467,6 +467,6 @@ async def test_an_interrupted_migration_keeps_its_phase_while_it_waits_for_the_s
     """Pending would make the resumed run scan and send canaries again."""
     sink = MemorySink()
     progress = MigrationProgress(phase=Phase.MIGRATING, start_time="2026-11-30T02:00:00Z")
-    await _wait_pending(sink, progress, "other")  # type: ignore[arg-type]
+    await _wait_pending(sink, progress, "other")
     assert sink.status["phase"] == "Migrating"
     assert "waiting for StorageMigration other" in sink.status["message"]

@@ -16,7 +16,7 @@ from kms_storage_migrator.migration.boundary import (
     InfrastructureUnavailable,
     as_retryable,
 )
-from kms_storage_migrator.migration.ports import ApiPort
+from kms_storage_migrator.migration.ports import ReadPort
 from kms_storage_migrator.migration.ratelimit import RetryableFailure, transient_retrying
 from kms_storage_migrator.migration.resource_choice import (
     DiscoveryResult,
@@ -38,7 +38,7 @@ APISERVICES_PATH = "/apis/apiregistration.k8s.io/v1/apiservices"
 
 
 async def discover(
-    api: ApiPort, selection: Selection, *, attempts: int = DISCOVERY_ATTEMPTS
+    api: ReadPort, selection: Selection, *, attempts: int = DISCOVERY_ATTEMPTS
 ) -> DiscoveryResult:
     """Read discovery (preferred versions) and choose what to migrate."""
     documents, unavailable = await fetch_documents(api, attempts=attempts)
@@ -48,7 +48,7 @@ async def discover(
 
 
 async def fetch_documents(
-    api: ApiPort, *, attempts: int = DISCOVERY_ATTEMPTS
+    api: ReadPort, *, attempts: int = DISCOVERY_ATTEMPTS
 ) -> tuple[list[GroupVersionResources], list[DroppedResource]]:
     """Every group's preferred-version document, and the aggregated groups that could not be read.
 
@@ -78,7 +78,7 @@ async def fetch_documents(
 
 
 async def _fetch_group(
-    api: ApiPort, name: str, version: str, local: bool, attempts: int
+    api: ReadPort, name: str, version: str, local: bool, attempts: int
 ) -> GroupVersionResources | DroppedResource:
     """One group's document, or why it is left out; raises when leaving it out would be silent loss."""
     try:
@@ -101,7 +101,7 @@ async def _fetch_group(
     return _document(name, version, body, local)
 
 
-async def _get(api: ApiPort, path: str, attempts: int) -> dict[str, Any]:
+async def _get(api: ReadPort, path: str, attempts: int) -> dict[str, Any]:
     return await _with_retries(lambda: api.get_json(path), attempts)
 
 
@@ -129,7 +129,7 @@ def _document(group: str, version: str, body: Mapping[str, Any], local: bool) ->
     return GroupVersionResources(group, version, tuple(body.get("resources") or ()), local)
 
 
-async def _aggregated_group_versions(api: ApiPort, attempts: int) -> set[str] | None:
+async def _aggregated_group_versions(api: ReadPort, attempts: int) -> set[str] | None:
     """Names of APIServices served by another API server, or None when they cannot be listed."""
     try:
         page = await _with_retries(

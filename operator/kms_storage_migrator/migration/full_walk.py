@@ -153,3 +153,14 @@ def _target(served: ServedResource, item: dict[str, Any]) -> RewriteTarget:
         str(metadata.get("resourceVersion") or ""),
         str(metadata.get("uid") or "") or None,
     )
+
+
+def adopt_etcd_checkpoint(entry: ResourceProgress, prefix: str) -> None:
+    """A Targeted checkpoint (the last etcd key done) as the Full list position it names.
+
+    Keys are ``<prefix><namespace>/<name>``, in the order lists come in, so the walk lists from
+    the start and skips what the checkpoint already counts; counts stay as they are.
+    """
+    last = entry.checkpoint.last_key
+    entry.checkpoint.last_key = last[len(prefix) :] if last and last.startswith(prefix) else last
+    entry.checkpoint.continue_token = None

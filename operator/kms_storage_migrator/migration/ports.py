@@ -12,12 +12,16 @@ from typing import Any, Protocol
 from kms_storage_migrator.storage.etcd import RawEntry
 
 
-class ApiPort(Protocol):
-    """The apiserver requests of a migration: discovery, metadata lists, the no-op patch."""
+class ReadPort(Protocol):
+    """Reading the apiserver: discovery documents and metadata-only list pages."""
 
     async def get_json(self, path: str) -> dict[str, Any]: ...
 
     async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]: ...
+
+
+class PatchPort(Protocol):
+    """The no-op write."""
 
     async def patch(
         self,
@@ -27,6 +31,10 @@ class ApiPort(Protocol):
         content_type: str = ...,
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]: ...
+
+
+class ApiPort(ReadPort, PatchPort, Protocol):
+    """Everything a migration asks of the apiserver."""
 
 
 class EtcdPort(Protocol):

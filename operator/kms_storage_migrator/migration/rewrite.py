@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from kms_storage_migrator.kube import APPLY_PATCH, FIELD_MANAGER, MERGE_PATCH, ApiError, TransportError
 from kms_storage_migrator.migration.boundary import outcome_of_error
 from kms_storage_migrator.migration.outcome import Outcome
-from kms_storage_migrator.migration.ports import ApiPort
+from kms_storage_migrator.migration.ports import PatchPort
 
 # The retry policy lives with the limiter: discovery and listing use it too.
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, RetryableFailure, transient_retrying
@@ -103,7 +103,7 @@ class Rewriter:
 
     def __init__(
         self,
-        api: ApiPort,
+        api: PatchPort,
         limiter: AdaptiveRateLimiter,
         *,
         max_attempts: int,

@@ -24,7 +24,7 @@ from kms_storage_migrator.migration.boundary import (
 )
 from kms_storage_migrator.migration.discovery import discover
 from kms_storage_migrator.migration.format_learning import FormatLearner
-from kms_storage_migrator.migration.full_walk import FullWalk
+from kms_storage_migrator.migration.full_walk import FullWalk, adopt_etcd_checkpoint
 from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PinnedMode, PlanError, pin_mode
@@ -198,10 +198,9 @@ class MigrationRunner:
     async def _convert_checkpoints(self, pinned: PinnedMode) -> None:
         """Targeted -> Full: an etcd key checkpoint becomes the list position it names."""
         for entry, served in self._pending():
-            prefix = etcd_prefix(served.group, served.resource, self._writer.index, root=self._root)
-            last = entry.checkpoint.last_key
-            entry.checkpoint.last_key = last[len(prefix) :] if last and last.startswith(prefix) else last
-            entry.checkpoint.continue_token = None
+            adopt_etcd_checkpoint(
+                entry, etcd_prefix(served.group, served.resource, self._writer.index, root=self._root)
+            )
         message = (
             f"started as {pinned.converted_from}, resumed without etcd access: continuing as {pinned.mode} "
             "after the same checkpoints (objects already done are not written again)"

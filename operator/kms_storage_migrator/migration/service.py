@@ -26,7 +26,7 @@ from kms_storage_migrator.migration.progress import (
     to_status,
 )
 from kms_storage_migrator.migration.runner import MigrationRunner
-from kms_storage_migrator.migration.status_publisher import utc_now
+from kms_storage_migrator.migration.status_publisher import MigrationSink, utc_now
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, etcd_prefix
 
@@ -167,7 +167,7 @@ async def run_migration(
             context.running = None
 
 
-async def _wait_pending(sink: CustomResourceSink, progress: MigrationProgress, running: str | None) -> None:
+async def _wait_pending(sink: MigrationSink, progress: MigrationProgress, running: str | None) -> None:
     waiting = f"waiting for StorageMigration {running or 'another'} to finish: one migration runs at a time"
     if progress.phase is Phase.PENDING:
         progress.message = waiting
@@ -179,7 +179,7 @@ async def _wait_pending(sink: CustomResourceSink, progress: MigrationProgress, r
     await sink.event("Normal", "Pending", progress.message)
 
 
-async def _finish_invalid(sink: CustomResourceSink, progress: MigrationProgress, message: str) -> None:
+async def _finish_invalid(sink: MigrationSink, progress: MigrationProgress, message: str) -> None:
     progress.phase = Phase.FAILED
     progress.message = message
     progress.completion_time = utc_now()
