@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 
+from kms_storage_migrator.inventory.counts import ClassifiedObject
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.ports import EtcdPort
@@ -18,7 +19,7 @@ from kms_storage_migrator.migration.progress import ResourcePhase, ResourceProgr
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteTarget
 from kms_storage_migrator.migration.staleness import is_rewritable, needs_rewrite
-from kms_storage_migrator.migration.verify import StoredObject, stored_objects
+from kms_storage_migrator.migration.verify import stored_objects
 from kms_storage_migrator.migration.walk import Page
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
 
@@ -62,10 +63,10 @@ class TargetedWalk:
         try:
             async for page in pages:
                 for item in page:
-                    if not is_rewritable(item.stored_format):
+                    if not is_rewritable(item.format):
                         continue  # undecodable: the apiserver would answer 500; verification reports it
                     await self._writer.write_one(entry, _target(served, item))
-                    entry.checkpoint.last_key = item.key  # committed with the counts below
+                    entry.checkpoint.last_key = item.etcd_key  # committed with the counts below
                     if entry.write_format is not None:
                         return
                 return  # only the first few objects: a resource nobody may write is not read twice
@@ -82,21 +83,21 @@ class TargetedWalk:
             return
         last = entry.checkpoint.last_key
         async for page in self._stored(served, self._page_size, last):
-            targets = [_target(served, item) for item in page if needs_rewrite(item.stored_format, expected)]
+            targets = [_target(served, item) for item in page if needs_rewrite(item.format, expected)]
             # Objects already current are not written: the estimate was an upper bound.
             passed = len(page) - len(targets)
             entry.estimate = max(entry.counts.done + len(targets), entry.estimate - passed)
-            last = page[-1].key
+            last = page[-1].etcd_key
             yield Page(targets, last)
         entry.estimate = entry.counts.done
         yield Page([], last, final=True)
 
     def _stored(
         self, served: ServedResource, page_size: int, after: str | None
-    ) -> AsyncGenerator[list[StoredObject], None]:
+    ) -> AsyncGenerator[list[ClassifiedObject], None]:
         return stored_objects(self._etcd, served, self.index, page_size, after_key=after, root=self._root)
 
 
-def _target(served: ServedResource, item: StoredObject) -> RewriteTarget:
+def _target(served: ServedResource, item: ClassifiedObject) -> RewriteTarget:
     # etcd's mod_revision is the resourceVersion: the write is pinned to the version read.
     return RewriteTarget(served, item.stored_key.namespace, item.stored_key.name, str(item.mod_revision))

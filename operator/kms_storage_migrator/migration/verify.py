@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from kms_storage_migrator.inventory.counts import ClassifiedObject
+from kms_storage_migrator.inventory.scan import classify_page
 from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
 from kms_storage_migrator.migration.resource_choice import ServedResource
@@ -21,19 +23,8 @@ from kms_storage_migrator.storage.keys import (
     ResourceIndex,
     StoredKey,
     etcd_prefix,
-    parse_key,
 )
 from kms_storage_migrator.storage.write_format import WriteFormat
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """One etcd entry of a selected resource, classified; the value itself is already gone."""
-
-    key: str
-    stored_key: StoredKey
-    stored_format: StoredFormat
-    mod_revision: int
 
 
 def resource_index(resources: Sequence[ServedResource]) -> ResourceIndex:
@@ -61,7 +52,7 @@ async def stored_objects(
     *,
     after_key: str | None = None,
     root: EtcdRoot = DEFAULT_ROOT,
-) -> AsyncGenerator[list[StoredObject], None]:
+) -> AsyncGenerator[list[ClassifiedObject], None]:
     """Pages of one resource's rewritable objects, in key order, optionally after ``after_key``.
 
     ``root`` is the apiserver's ``--etcd-prefix``. Resuming after a key is etcd's job (the range
@@ -70,13 +61,8 @@ async def stored_objects(
     prefix = etcd_prefix(resource.group, resource.resource, index, root=root)
     start_after = after_key.encode() if after_key is not None else None
     async for page in reader.scan(prefix, page_size, start_after=start_after):
-        batch = []
-        for entry in page:
-            stored_key = parse_key(entry.key, index, root=root)
-            if not stored_key.rewritable:
-                continue
-            key = entry.key.decode("utf-8", errors="replace")
-            batch.append(StoredObject(key, stored_key, classify(entry.value), entry.mod_revision))
+        # The scan's record of a stored object: one definition for scan, walk and verification.
+        batch = [obj for obj in classify_page(page, index, root=root) if obj.stored_key.rewritable]
         if batch:
             yield batch
 
@@ -156,21 +142,22 @@ async def verify_resources(
         if expected is None:
             report.unreferenced.append(resource.name)
             continue
+        is_current = expected.judge()
         stale = 0
         async for page in stored_objects(reader, resource, index, page_size, root=root):
             if should_stop():
                 return report
             for item in page:
                 report.tally.scanned += 1
-                if not is_rewritable(item.stored_format):
+                if not is_rewritable(item.format):
                     report.undecodable += 1
                     if len(report.undecodable_examples) < MAX_EXAMPLES:
                         report.undecodable_examples.append(f"{resource.name} {_display(item.stored_key)}")
-                elif not expected.is_current(item.stored_format):
+                elif not is_current(item.format):
                     stale += 1
                     if len(report.examples) < MAX_EXAMPLES:
                         report.examples.append(
-                            f"{resource.name} {_display(item.stored_key)} ({item.stored_format.describe()})"
+                            f"{resource.name} {_display(item.stored_key)} ({item.format.describe()})"
                         )
         report.tally.stale += stale
         report.stale_by_resource[resource.name] = stale
@@ -180,10 +167,11 @@ async def verify_resources(
 
 
 async def _internal_stale(reader: EtcdPort, reference: WriteFormat, page_size: int, root: EtcdRoot) -> int:
+    is_current = reference.judge()
     stale = 0
     for location in NOT_REWRITABLE_LOCATIONS:
         async for page in reader.scan(root.location(location), page_size):
-            stale += sum(1 for entry in page if not reference.is_current(classify(entry.value)))
+            stale += sum(1 for entry in page if not is_current(classify(entry.value)))
     return stale
 
 

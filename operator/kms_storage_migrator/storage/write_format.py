@@ -9,6 +9,7 @@ with :meth:`WriteFormat.parse`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kms_storage_migrator.storage.formats import (
@@ -65,6 +66,19 @@ class WriteFormat:
         if expected.kind is FormatKind.KMS_V1:
             return stored.provider == expected.provider
         return stored.key_name == expected.key_name
+
+    def judge(self) -> Callable[[StoredFormat], bool]:
+        """:meth:`is_current` remembering each answer: a scan meets a handful of distinct
+        formats among millions of values (``classify`` hands out one object per format)."""
+        verdicts: dict[StoredFormat, bool] = {}
+
+        def is_current(stored: StoredFormat) -> bool:
+            verdict = verdicts.get(stored)
+            if verdict is None:
+                verdict = verdicts[stored] = self.is_current(stored)
+            return verdict
+
+        return is_current
 
     @property
     def label(self) -> str:
