@@ -16,7 +16,7 @@ import pytest
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.devcluster.seed import crd_manifest
 from kms_storage_migrator.inventory.counts import Inventory
-from kms_storage_migrator.inventory.scan import crd_index_from_etcd, iter_classified, iter_stale
+from kms_storage_migrator.inventory.scan import classify_page, crd_index_from_etcd
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.formats import DEK_SOURCE_HKDF_SEED, FormatKind
 from kms_storage_migrator.storage.keys import GroupResource, scan_boundaries
@@ -94,10 +94,11 @@ async def rewrite_stale_objects(cluster: DevCluster, expectation: WriteFormat) -
     """No-op updates (`kubectl get -o json | kubectl replace`) of every resource holding stale objects."""
     async with EtcdReader(EtcdConfig.from_file(cluster.etcd_config)) as reader:
         index = await crd_index_from_etcd(reader)
-        stale = {
-            obj.stored_key.group_resource
-            async for obj in iter_stale(reader, index, "/registry/", expectation)
-        }
+        stale = set()
+        async for page in reader.scan("/registry/"):
+            for obj in classify_page(page, index):
+                if obj.stored_key.rewritable and not expectation.is_current(obj.format):
+                    stale.add(obj.stored_key.group_resource)
     for resource in sorted(stale):
         listing = cluster.kubectl("get", str(resource), "--all-namespaces", "-o", "json")
         cluster.kubectl("replace", "-f", "-", input=listing, check=False)  # a conflict is retried next round
@@ -178,7 +179,12 @@ async def test_namespace_slice_through_the_python_api(mixed_cluster: tuple[DevCl
     expectation = WriteFormat.for_key_id(key_b, provider=cluster.provider_name)
     inventory = Inventory(expectation)
     async with EtcdReader(EtcdConfig.from_file(cluster.etcd_config)) as reader:
-        async for obj in iter_classified(reader, {}, f"/registry/configmaps/{NS}/"):
+        objects = [
+            obj
+            async for page in reader.scan(f"/registry/configmaps/{NS}/")
+            for obj in classify_page(page, {})
+        ]
+        for obj in objects:
             inventory.record(obj)
             phase = obj.stored_key.name.split("-")[0]
             if phase == "plain":

@@ -1,13 +1,14 @@
 """Walk etcd read-only and classify every stored object; aggregate into an :class:`Inventory`.
 
-The two iterators are what other parts build on: ``iter_classified`` streams every object under
-a prefix, ``iter_stale`` only those a rewrite would change (the operator's targeted mode).
-Both hold one etcd page at a time, never the whole keyspace, and drop each value once classified.
+``scan_inventory`` tallies pages in bulk; ``classify_page`` turns one page into
+:class:`ClassifiedObject` records, the record the operator's Targeted walk and verification
+read too. Both hold one etcd page at a time, never the whole keyspace, and drop each value once
+classified.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory
@@ -28,8 +29,6 @@ from kms_storage_migrator.storage.write_format import WriteFormat
 __all__ = [
     "classify_page",
     "crd_index_from_etcd",
-    "iter_classified",
-    "iter_stale",
     "require_apiserver_keys",
     "scan_inventory",
     "selection_prefixes",
@@ -127,38 +126,6 @@ def _shared_directory(key: bytes, root_prefix: bytes) -> bytes | None:
     return key[: slash + 1]
 
 
-async def iter_classified(
-    reader: EtcdReader,
-    index: ResourceIndex,
-    prefix: str,
-    *,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    root: EtcdRoot = DEFAULT_ROOT,
-    require_keys: bool = False,
-) -> AsyncIterator[ClassifiedObject]:
-    """Every object under ``prefix``, in key order, classified."""
-    split_at = scan_boundaries(index, root=root)
-    async for page in reader.scan(prefix, page_size, require_keys=require_keys, split_at=split_at):
-        for obj in classify_page(page, index, root=root):
-            yield obj
-
-
-async def iter_stale(
-    reader: EtcdReader,
-    index: ResourceIndex,
-    prefix: str,
-    expectation: WriteFormat,
-    *,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    root: EtcdRoot = DEFAULT_ROOT,
-) -> AsyncIterator[ClassifiedObject]:
-    """Only the rewritable objects under ``prefix`` that are not stored as the apiserver writes now."""
-    async for page in reader.scan(prefix, page_size, split_at=scan_boundaries(index, root=root)):
-        for obj in classify_page(page, index, root=root):
-            if obj.is_stale(expectation):
-                yield obj
-
-
 def selection_prefixes(
     selection: Iterable[GroupResource] | None, index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT
 ) -> list[str]:
@@ -192,7 +159,7 @@ async def scan_inventory(
     inventory = Inventory(expectation)
     split_at = scan_boundaries(index, root=root)
     for prefix in selection_prefixes(selection, index, root=root):
-        # Page by page, in bulk, rather than through iter_classified: an async step and a
+        # Page by page, in bulk, rather than through classify_page: an async step and a
         # ClassifiedObject per object would cost more than classifying it.
         pages = reader.scan_values(prefix, page_size, require_keys=selection is None, split_at=split_at)
         async for page in pages:
