@@ -82,3 +82,42 @@ def test_a_full_run_resumed_with_etcd_access_finishes_as_full_and_verified(
     inventory = scan(cluster, "configmaps")
     assert inventory["summary"]["stale"] == 0, inventory["summary"]
     assert inventory["summary"]["plaintext"] == 0, inventory["summary"]
+
+
+def test_a_targeted_run_resumed_without_etcd_access_converts_and_counts_each_object_once(
+    plaintext_cluster: tuple[DevCluster, Path],
+) -> None:
+    """The reverse: before the fix the resumed Full walk could not read the etcd-key checkpoint,
+    listed everything again and counted the objects done under Targeted twice."""
+    cluster, directory = plaintext_cluster
+    log = directory / "operator-reverse.log"
+    total = len(json.loads(cluster.kubectl("get", "configmaps", "-A", "-o", "json"))["items"])
+    cluster.rotate_kek()  # every ConfigMap is now under an old key: Targeted rewrites them all
+    with_etcd = OperatorProcess(cluster, log, etcd=True).start()
+    try:
+        apply_migration(cluster, "reverse", SPEC)
+        at_kill = wait_for(
+            cluster,
+            "reverse",
+            lambda m: (m.get("status") or {}).get("totals", {}).get("rewritten", 0) >= 150,
+            timeout=120,
+            log=log,
+        )["status"]
+    finally:
+        with_etcd.kill_9()
+    assert (at_kill["mode"], at_kill["phase"]) == ("Targeted", "Migrating")
+
+    with OperatorProcess(cluster, log, etcd=False):
+        status = wait_finished(cluster, "reverse", log=log)["status"]
+
+    assert status["mode"] == "Full", status["message"]
+    assert status["phase"] == "Succeeded", status["message"]
+    totals = status["totals"]
+    done = totals["rewritten"] + totals["unchanged"] + totals["conflicts"]
+    # Each object counted once: what Targeted did before the kill is not listed and counted again.
+    assert total - PAGE_SIZE <= done <= total, totals
+    assert totals["failed"] == 0
+    events = json.loads(cluster.kubectl("get", "events", "-n", "default", "-o", "json"))["items"]
+    assert any(e["reason"] == "ModeConverted" and e["involvedObject"]["name"] == "reverse" for e in events)
+    inventory = scan(cluster, "configmaps")
+    assert inventory["summary"]["stale"] == 0, inventory["summary"]
