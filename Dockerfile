@@ -18,25 +18,34 @@ ARG PYTHON=python3
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG PYTHON
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Sources only (see .dockerignore): tests, docs, charts and local venvs stay out of the context.
 COPY pyproject.toml README.md ./
-COPY operator ./operator
-# pip comes from a throwaway venv (ensurepip's bundled wheel): Debian's Python has no pip of
-# its own. --without-pip: the runtime venv never needs an installer. A CA bundle passed as the
-# optional build secret "ca-bundle" is trusted for PyPI (TLS-inspecting proxies); it is mounted
-# for this step only and never stored in a layer. kubernetes (37) also ships a second generated
-# client for asyncio, kubernetes.aio: 64 MB with its bytecode, imported by nothing here (the
-# operator uses only kubernetes.config, and `import kubernetes` does not load aio), so it goes.
+# The dependencies first, in a layer of their own, so that a change to the sources does not
+# install them again. pip comes from a throwaway venv (ensurepip's bundled wheel): Debian's
+# Python has no pip of its own; --without-pip: the runtime venv never needs an installer.
+# A CA bundle passed as the optional build secret "ca-bundle" is trusted for PyPI
+# (TLS-inspecting proxies); like pip's download cache it is mounted for the step only and
+# never stored in a layer. kubernetes (37) also ships a second generated client for asyncio,
+# kubernetes.aio: 64 MB with its bytecode, imported by nothing here (the operator uses only
+# kubernetes.config, and `import kubernetes` does not load aio), so it goes.
 RUN --mount=type=secret,id=ca-bundle \
+    --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
  && "${PYTHON}" -m venv /opt/build-tools \
  && "${PYTHON}" -m venv --without-pip /opt/venv \
- && /opt/build-tools/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
- && /opt/build-tools/bin/pip --python /opt/venv/bin/python install --no-compile /tmp/wheels/*.whl \
+ && "${PYTHON}" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt \
+ && /opt/build-tools/bin/pip --python /opt/venv/bin/python install --no-compile -r /tmp/requirements.txt \
  && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+COPY operator ./operator
+RUN --mount=type=secret,id=ca-bundle \
+    --mount=type=cache,target=/root/.cache/pip,sharing=locked \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && /opt/build-tools/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
+ && /opt/build-tools/bin/pip --python /opt/venv/bin/python install --no-deps --no-compile /tmp/wheels/*.whl \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -140,8 +140,11 @@ main() {
         [[ $(buildah_ inspect --type image --format "{{index .OCIv1.Config.Labels \"$DIGEST_LABEL\"}}" "$tag") == "$digest" ]]; then
         log "reusing $tag: its inputs are unchanged"
     else
-        local started
+        local started previous=""
         started=$(date +%s)
+        if image_exists "$tag"; then
+            previous=$(buildah_ inspect --type image --format '{{.FromImageID}}' "$tag")
+        fi
         log "building $tag${base_image:+ from $base_image}"
         # The host's CA bundle is lent to pip as a build secret: behind a TLS-inspecting proxy
         # the base image's own bundle would not trust PyPI. It never lands in a layer.
@@ -149,11 +152,18 @@ main() {
         if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
             secrets+=(--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt)
         fi
-        buildah_ build --quiet --layers --isolation chroot \
+        # Docker's image format: the OCI format has no SHELL, and buildah would then run the
+        # Dockerfile's pipes without pipefail.
+        buildah_ build --quiet --layers --isolation chroot --format docker \
             --file "$REPO/Dockerfile" --tag "$tag" \
             --label "$DIGEST_LABEL=$digest" \
             "${build_args[@]}" "${secrets[@]}" "$REPO" >/dev/null
         log "built $tag in $(($(date +%s) - started)) s"
+        # vfs keeps a full copy of every image: drop the one this build replaced (the layer
+        # cache stays, so the next build of a small change is still quick).
+        if [[ -n $previous && $previous != $(buildah_ inspect --type image --format '{{.FromImageID}}' "$tag") ]]; then
+            buildah_ rmi "$previous" >/dev/null 2>&1 || true
+        fi
     fi
     local id size
     id=$(buildah_ inspect --type image --format '{{.FromImageID}}' "$tag")

@@ -332,11 +332,11 @@ def operator_container(image: str, legacy_cluster: DevCluster, tmp_path: Path) -
         image,
         *spec.args,
     ]
-    podman(*run)
-    operator = RunningOperator(name, spec, tmp_path / "operator.log")
     try:
-        yield operator
+        podman(*run)
+        yield RunningOperator(name, spec, tmp_path / "operator.log")
     finally:
+        # Also when `podman run` failed: it may have created the container before failing.
         podman("rm", "--force", "--time", "0", name, check=False)
 
 
