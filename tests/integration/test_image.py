@@ -279,6 +279,17 @@ def process_status(pid: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
+def process_mounts(pid: int) -> dict[str, tuple[set[str], str]]:
+    """Mount point -> (mount options, file system type), as the kernel shows them to ``pid``."""
+    mounts: dict[str, tuple[set[str], str]] = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        # "id parent major:minor root mount-point options [optional fields] - type source super"
+        before, _, after = line.partition(" - ")
+        fields = before.split()
+        mounts[fields[4]] = (set(fields[5].split(",")), after.split()[0])
+    return mounts
+
+
 @dataclass
 class RunningOperator:
     name: str
@@ -374,6 +385,12 @@ def test_operator_runs_in_the_image_as_the_chart_runs_it(
     for capabilities in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[capabilities], 16) == 0, capabilities
     assert status["NoNewPrivs"] == "1"
+    # ...and its mounts: the root file system read-only, /tmp the only writable place.
+    mounts = process_mounts(operator.pid())
+    assert "ro" in mounts["/"][0]
+    assert mounts["/tmp"][1] == "tmpfs"
+    assert "rw" in mounts["/tmp"][0]
+    assert "ro" in mounts[SERVICE_ACCOUNT_DIR][0]
 
     apply_migration(cluster, "from-the-image", {"mode": "Targeted", "resources": SEEDED_SELECTION})
     finished = wait_finished(cluster, "from-the-image", log=operator.log, timeout=300)["status"]
