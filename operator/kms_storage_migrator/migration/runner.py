@@ -93,7 +93,6 @@ class MigrationRunner:
         self._should_stop = should_stop
         self._generation = generation
         self._root = etcd_prefix
-        self._sleep = sleep
         watcher: MigrationObserver = observer or NullObserver()
         self._publisher = StatusPublisher(progress, sink, watcher, interval=status_interval)
         limiter = AdaptiveRateLimiter(spec.qps)
