@@ -3,7 +3,6 @@ alike objects) at a time. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -78,12 +77,8 @@ class Inventory:
     revision: int = 0  # etcd revision the scan was pinned to (the last one, after compactions)
     compaction_restarts: int = 0
     # A scan sees a handful of distinct formats among millions of objects: decide each once.
-    _is_current: Callable[[StoredFormat], bool] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    def __post_init__(self) -> None:
-        self._is_current = self.expectation.judge() if self.expectation is not None else None
+    # (WriteFormat.judge does the same with one call more per run: this loop is the hot path.)
+    _current: dict[StoredFormat, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def record(self, obj: ClassifiedObject) -> None:
         self.record_many(obj.stored_key, obj.format, 1)
@@ -94,7 +89,12 @@ class Inventory:
         counts = self.resources.get(key.group_resource)
         if counts is None:
             counts = self.resources[key.group_resource] = ResourceCounts(key.group, key.resource)
-        stale = self._is_current is not None and key.rewritable and not self._is_current(stored)
+        stale = False
+        if self.expectation is not None and key.rewritable:
+            current = self._current.get(stored)
+            if current is None:
+                current = self._current[stored] = self.expectation.is_current(stored)
+            stale = not current
         counts.add(stored, rewritable=key.rewritable, stale=stale, count=count)
 
     def rows(self) -> list[ResourceCounts]:
