@@ -682,8 +682,15 @@ def create_configmaps(cluster: DevCluster, namespace: str, names: Iterable[str])
     )
 
 
+def fault_point(objects: int) -> int:
+    """How many objects are done when a mid-migration fault strikes. After an outage the
+    operator's rate creeps back up from its floor for a minute or more (issue 10, item 11),
+    so in CI the fault comes late, leaving less to do at that rate; at full size, early."""
+    return objects // 4 if FULL_SCALE else objects * 3 // 4
+
+
 def migrate_through_etcd_outage(world: FaultWorld, mode: str, *, seconds: float) -> None:
-    """A migration with etcd frozen for ``seconds`` once a quarter of it is done: it must end
+    """A migration with etcd stopped for ``seconds`` at its ``fault_point``: it must end
     Succeeded with the four end checks holding."""
     world.make_all_stale()
     before = content_hashes(world.cluster)
@@ -692,7 +699,7 @@ def migrate_through_etcd_outage(world: FaultWorld, mode: str, *, seconds: float)
     name = f"etcd-{int(seconds)}s-{mode.lower()}"
     world.apply(name, migration_spec(mode, qps=scaled(60, 200), pageSize=scaled(25, 100)))
     at_fault = world.wait_until(
-        name, lambda m: done_count(m.get("status") or {}) >= keys_before // 4, timeout=300
+        name, lambda m: done_count(m.get("status") or {}) >= fault_point(keys_before), timeout=300
     )
     assert at_fault["phase"] == "Migrating", at_fault.get("message")
     fault_at = time.monotonic()

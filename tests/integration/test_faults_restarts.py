@@ -17,6 +17,7 @@ from fault_tools import (
     assert_migrated,
     content_hashes,
     done_count,
+    fault_point,
     fault_world,
     migration_spec,
     scaled,
@@ -45,7 +46,7 @@ def test_apiserver_restart_mid_migration_is_ridden_out(world: FaultWorld, mode: 
     name = f"restart-{mode.lower()}"
     world.apply(name, migration_spec(mode, qps=scaled(60, 200), pageSize=scaled(25, 100)))
     at_fault = world.wait_until(
-        name, lambda m: done_count(m.get("status") or {}) >= keys_before // 4, timeout=300
+        name, lambda m: done_count(m.get("status") or {}) >= fault_point(keys_before), timeout=300
     )
     assert at_fault["phase"] == "Migrating", at_fault.get("message")
     fault_at = time.monotonic()
