@@ -416,7 +416,7 @@ def test_etcd_prefix_value_reaches_the_operator_only_with_etcd_access() -> None:
     assert "--etcd-prefix=/registry" in default
     custom = container(render(*ETCD_VALUES, "--set", "etcd.prefix=/clusters/a"))["args"]
     assert "--etcd-prefix=/clusters/a" in custom
-    assert build_parser().parse_args(custom).etcd_prefix == "/clusters/a"
+    assert build_parser().parse_args(custom).etcd_prefix.path == "/clusters/a"
     # Without etcd access the prefix means nothing to the operator: no flag at all.
     assert not [a for a in container(render("--set", "etcd.prefix=/x"))["args"] if a.startswith("--etcd")]
     refused = helm(
