@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from kms_storage_migrator.kube import ApiCredentials
+from kms_storage_migrator.kube import ApiCredentials, renewal_time
 from kms_storage_migrator.migration.progress import TERMINAL_PHASES
 from kms_storage_migrator.migration.service import (
     GROUP,
@@ -80,10 +81,17 @@ async def close_connections(memo: Any, **_: Any) -> None:
 def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     """kopf talks to the apiserver with the same credentials as the engine."""
     credentials: ApiCredentials = memo.credentials
-    token = credentials.token
-    if credentials.token_path:
-        # Sync handler (kopf runs it in a thread): re-read the kubelet-rotated token on re-login.
-        token = Path(credentials.token_path).read_text().strip()
+    return connection_info(credentials, time.time())
+
+
+def connection_info(credentials: ApiCredentials, now: float) -> kopf.ConnectionInfo:
+    """kopf's view of our credentials, with a fresh token and when kopf must log in again.
+
+    Blocking (the token source may run an exec plugin): kopf runs the sync login handler in a
+    thread. The expiration makes kopf re-authenticate before the token dies, not after a 401.
+    """
+    token = credentials.fetch_token()
+    renew_at = renewal_time(token.expires_at, now) if token else None
     return kopf.ConnectionInfo(
         server=credentials.server,
         ca_path=credentials.ca_path,
@@ -91,7 +99,8 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
         certificate_path=credentials.certificate_path,
         private_key_path=credentials.private_key_path,
         scheme="Bearer" if token else None,
-        token=token,
+        token=token.value if token else None,
+        expiration=datetime.fromtimestamp(renew_at, UTC) if renew_at is not None else None,
     )
 
 
