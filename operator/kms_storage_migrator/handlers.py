@@ -132,6 +132,7 @@ async def migrate(
             spec=dict(spec),
             status=dict(status or {}),
             generation=meta.get("generation"),
+            created_at=meta.get("creationTimestamp"),
             should_stop=lambda: bool(stopped),
         )
     except RunAgainLater as error:

@@ -117,6 +117,8 @@ def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules()
             "resources": ["storagemigrations/status"],
             "verbs": ["patch"],
         },
+        # The key-convergence gate reads which key each apiserver writes with.
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
     ]
 
 

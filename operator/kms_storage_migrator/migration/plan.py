@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from kms_storage_migrator.migration.durations import DurationError, parse_duration
 from kms_storage_migrator.migration.selection import Selection, SelectionError, parse_selection
 
 DEFAULT_CONCURRENCY = 8
@@ -38,6 +39,13 @@ class RunDefaults:
     qps: int = DEFAULT_QPS
 
 
+# How long the gate waits for every apiserver to write with the KMS's current key (the CRD
+# bounds it the same way): a Status poll is every 60 s, so under 10 s cannot even see one.
+DEFAULT_KEY_CONVERGENCE_TIMEOUT = 600.0
+MIN_KEY_CONVERGENCE_TIMEOUT = 10.0
+MAX_KEY_CONVERGENCE_TIMEOUT = 24 * 3600.0
+
+
 class PlanError(ValueError):
     """The migration cannot run as specified; the message names the field or the cause."""
 
@@ -50,6 +58,7 @@ class MigrationSpec:
     qps: int
     page_size: int
     max_attempts: int
+    key_convergence_timeout: float = DEFAULT_KEY_CONVERGENCE_TIMEOUT
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], defaults: RunDefaults | None = None) -> MigrationSpec:
@@ -70,7 +79,20 @@ class MigrationSpec:
             qps=_bounded(spec, "qps", defaults.qps, MAX_QPS),
             page_size=_bounded(spec, "pageSize", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             max_attempts=_bounded(spec, "maxAttemptsPerObject", DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS),
+            key_convergence_timeout=_timeout(spec.get("keyConvergenceTimeout", "10m")),
         )
+
+
+def _timeout(text: object) -> float:
+    try:
+        return parse_duration(
+            "spec.keyConvergenceTimeout",
+            text,
+            minimum=MIN_KEY_CONVERGENCE_TIMEOUT,
+            maximum=MAX_KEY_CONVERGENCE_TIMEOUT,
+        )
+    except DurationError as error:
+        raise PlanError(str(error)) from error
 
 
 def _bounded(spec: Mapping[str, Any], name: str, default: int, maximum: int) -> int:

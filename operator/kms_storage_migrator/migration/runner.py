@@ -14,7 +14,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from kms_storage_migrator.convergence.gate import Converged, GateResult
 from kms_storage_migrator.migration.boundary import (
     InfrastructureUnavailable,
     MigrationFailed,
@@ -25,6 +27,7 @@ from kms_storage_migrator.migration.boundary import (
 from kms_storage_migrator.migration.discovery import discover
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.full_walk import FullWalk, adopt_etcd_checkpoint
+from kms_storage_migrator.migration.key_gate import KEY_CONVERGED, KeyGate, decide_gate
 from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PinnedMode, PlanError, pin_mode
@@ -36,6 +39,7 @@ from kms_storage_migrator.migration.progress import (
     ResourceProgress,
     Verification,
     VerificationResult,
+    set_condition,
 )
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, RetryableFailure
 from kms_storage_migrator.migration.resource_choice import ServedResource
@@ -57,7 +61,14 @@ from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, etcd_prefi
 log = logging.getLogger(__name__)
 
 # Phases in the order a migration reaches them: a resumed run never publishes an earlier one.
-PHASE_ORDER = (Phase.PENDING, Phase.DISCOVERING, Phase.SCANNING, Phase.MIGRATING, Phase.VERIFYING)
+PHASE_ORDER = (
+    Phase.PENDING,
+    Phase.DISCOVERING,
+    Phase.WAITING_FOR_KEY,
+    Phase.SCANNING,
+    Phase.MIGRATING,
+    Phase.VERIFYING,
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,16 @@ class MigrationRunner:
         status_interval: float = STATUS_INTERVAL_SECONDS,
         etcd_prefix: EtcdRoot = DEFAULT_ROOT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        gate: KeyGate | None = None,
+        created_at: datetime | None = None,
     ) -> None:
         self.progress = progress
+        # None: no gate (a caller that knows the key cannot change, e.g. in-memory tests).
+        self._gate = gate
+        # The gate counts KMS Status polls after this moment: the apiserver's own stamp when
+        # known (the metrics carry its clock), else our recorded start.
+        self._created_at = created_at
+        self._sleep = sleep
         self._api = api
         self._spec = spec
         self._sink = sink
@@ -126,6 +145,7 @@ class MigrationRunner:
         )
         self._mode = Mode.FULL
         self._served: dict[str, ServedResource] = {}
+        self._converged: dict[str, str] | None = None  # provider -> key id hash, after the gate
 
     # ---- the driver ---------------------------------------------------------------------------
 
@@ -155,8 +175,9 @@ class MigrationRunner:
     def _steps(self) -> list[Step]:
         if self._mode is Mode.VERIFY_ONLY:
             return [Step(Phase.VERIFYING, self._verify)]
-        steps = [Step(Phase.SCANNING, self._scan)] if self._mode is Mode.TARGETED else []
-        # A new phase between planning and rewriting (issue 9's key convergence) is one Step here.
+        steps = [Step(Phase.WAITING_FOR_KEY, self._await_key)]
+        if self._mode is Mode.TARGETED:
+            steps.append(Step(Phase.SCANNING, self._scan))
         return [*steps, Step(Phase.MIGRATING, self._migrate), Step(Phase.VERIFYING, self._verify)]
 
     async def _run_steps(self) -> None:
@@ -206,6 +227,56 @@ class MigrationRunner:
         )
         log.warning("%s", message)
         await self._sink.event("Warning", "ModeConverted", message)
+
+    async def _await_key(self) -> None:
+        await self._enter(
+            Phase.WAITING_FOR_KEY, "waiting until every apiserver writes with the KMS's current key"
+        )
+        await self._pass_gate()
+
+    async def _pass_gate(self) -> None:
+        """Block until the apiservers converge; Failed with the laggards named on timeout."""
+        if self._gate is None:
+            return
+        started = self._started_at()
+        timeout = self._spec.key_convergence_timeout
+
+        async def show(result: GateResult) -> None:
+            converged = isinstance(result, Converged)
+            self._set_key_condition(converged, result.reason, result.message)
+            if not converged:
+                self.progress.message = result.message
+            await self._publisher.publish(force=True)
+
+        result = await self._gate.wait(started, timeout, show)
+        since = (datetime.now(UTC) - started).total_seconds()
+        outcome = decide_gate(result, seconds_since_start=since, timeout_seconds=timeout)
+        self._set_key_condition(outcome.converged, outcome.reason, outcome.message)
+        await self._sink.event("Normal" if outcome.proceed else "Warning", outcome.reason, outcome.message)
+        if not outcome.proceed:
+            raise MigrationFailed(outcome.message)
+        if outcome.wait_seconds > 0:
+            self.progress.message = outcome.message
+            await self._publisher.publish(force=True)
+            await self._sleep(outcome.wait_seconds)
+        self._converged = outcome.key_id_hashes
+        await self._publisher.publish(force=True)
+
+    def _set_key_condition(self, status: bool, reason: str, message: str) -> None:
+        self.progress.conditions = set_condition(
+            self.progress.conditions,
+            KEY_CONVERGED,
+            status=status,
+            reason=reason,
+            message=message,
+            now=utc_now(),
+        )
+
+    def _started_at(self) -> datetime:
+        if self._created_at is not None:
+            return self._created_at
+        start = self.progress.start_time or utc_now()
+        return datetime.fromisoformat(start.replace("Z", "+00:00"))
 
     async def _scan(self) -> None:
         assert self._targeted is not None  # Targeted mode needs etcd (pin_mode)
@@ -261,6 +332,8 @@ class MigrationRunner:
             await self._finish(decide(self.progress, None, self._mode))
             return
         await self._enter(Phase.VERIFYING, "reading every selected object back from etcd")
+        # Again before judging: a key rotated during the rewrite makes "current" another key.
+        await self._pass_gate()
         resources = [
             (served, self._learner.expected(self._entry(name))) for name, served in self._served.items()
         ]

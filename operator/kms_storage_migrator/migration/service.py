@@ -8,6 +8,7 @@ domain exception :class:`RunAgainLater` (handlers.py maps it to kopf's retry).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import socket
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi, TransportError
 from kms_storage_migrator.migration.boundary import MigrationStopped, RunAgainLater
+from kms_storage_migrator.migration.key_gate import ApiserverKeyGate
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
 from kms_storage_migrator.migration.progress import (
@@ -126,6 +128,7 @@ async def run_migration(
     status: Mapping[str, Any] | None,
     generation: int | None,
     should_stop: Callable[[], bool],
+    created_at: str | None = None,
 ) -> None:
     """Run (or resume) one StorageMigration until it finishes or is asked to stop.
 
@@ -159,12 +162,24 @@ async def run_migration(
                 should_stop=should_stop,
                 generation=generation,
                 etcd_prefix=context.etcd_prefix,
+                gate=ApiserverKeyGate(context.api),
+                created_at=_timestamp(created_at),
             )
             await runner.run()
         except MigrationStopped as reason:
             log.info("migration %s stopped: %s", name, reason)
         finally:
             context.running = None
+
+
+def _timestamp(text: str | None) -> datetime.datetime | None:
+    """The apiserver's RFC 3339 stamp (creationTimestamp), or None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 async def _wait_pending(sink: MigrationSink, progress: MigrationProgress, running: str | None) -> None:
