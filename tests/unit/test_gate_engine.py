@@ -17,7 +17,7 @@ from kms_storage_migrator.convergence.gate import (
     Waiting,
 )
 from kms_storage_migrator.migration.durations import DurationError, parse_duration
-from kms_storage_migrator.migration.key_gate import NO_KMS_PROVIDER, decide_gate
+from kms_storage_migrator.migration.key_gate import NO_KMS_PROVIDER, decide_gate, keep_names
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError
 from kms_storage_migrator.migration.progress import Phase, from_status
 
@@ -166,3 +166,13 @@ async def test_a_resumed_run_in_waiting_for_key_waits_again_from_the_recorded_st
     done = await _runner(cluster, MemorySink(), {"mode": "Targeted"}, gate=gate, progress=resumed).run()
     assert done.phase is Phase.SUCCEEDED
     assert gate.calls[0][0] == datetime.fromisoformat(str(first.start_time).replace("Z", "+00:00"))
+
+
+def test_a_final_round_that_names_nobody_keeps_the_laggards_seen_before() -> None:
+    unnamed = Waiting((), note="cannot list the identity Leases (500 StorageReadError); retrying")
+    kept = keep_names(unnamed, LAGGING)
+    assert isinstance(kept, Waiting)
+    assert kept.lagging == LAGGING.lagging
+    assert "last round: cannot list the identity Leases" in kept.message
+    assert keep_names(unnamed, None) is unnamed
+    assert keep_names(CONVERGED, LAGGING) is CONVERGED

@@ -46,6 +46,8 @@ DEFAULT_POLL_SECONDS: Final = 5.0
 # Round-robin balancing answers each of N apiservers in N connections; random choice needs
 # more. Three tries per apiserver (plus two) bound a round without hiding a dead one for long.
 SCRAPES_PER_APISERVER: Final = 3
+# Fresh connections tried for the Lease list when the usual one fails (a balancer picks anew).
+LEASE_LIST_TRIES: Final = 3
 # A transient failure is retried within the round; only its kind is kept (never a body).
 MAX_FAILURE_NOTES: Final = 3
 
@@ -164,7 +166,14 @@ async def assess_once(
     nudge: bool = False,
 ) -> GateResult:
     """One look: live identities, one scrape round, the verdict."""
-    identities = await list_identities(api)
+    try:
+        identities = await list_identities(api)
+    except (ApiError, TransportError) as error:
+        if isinstance(error, ApiError) and error.status == 403:
+            raise
+        # Behind a balancer our kept-alive connection may stick to the one apiserver that cannot
+        # read the (encrypted) Leases, e.g. its KMS plugin is down: ask over fresh connections.
+        identities = await _list_identities_elsewhere(api.credentials, error)
     live = live_identities(identities, datetime.fromtimestamp(clock(), UTC), stale_after_seconds)
     wanted = [identity.id_hash for identity in live]
     found = await scrape_round(connect or fresh_connections(api.credentials), wanted, nudge=nudge)
@@ -172,6 +181,21 @@ async def assess_once(
     if isinstance(result, Waiting):
         result = Waiting(result.lagging, note=_round_note(result, found))
     return result
+
+
+async def _list_identities_elsewhere(
+    credentials: ApiCredentials, first: Exception
+) -> list[ApiserverIdentity]:
+    failure = first
+    for _ in range(LEASE_LIST_TRIES):
+        try:
+            async with KubeApi(credentials, request_timeout=SCRAPE_TIMEOUT_SECONDS) as client:
+                return await list_identities(client)
+        except (ApiError, TransportError) as error:
+            if isinstance(error, ApiError) and error.status == 403:
+                raise
+            failure = error
+    raise failure
 
 
 def _round_note(result: Waiting, found: ScrapeRound) -> str:

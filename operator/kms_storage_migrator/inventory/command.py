@@ -30,6 +30,8 @@ from kms_storage_migrator.storage.write_format import WriteFormat
 __all__ = ["register"]
 
 EXIT_STALE = 1
+# Distinct from stale (1) and argparse's usage error (2): scripts that retire a KEK test for it.
+EXIT_KEY_IN_USE = 3
 
 
 def register(subparsers: Any) -> None:
@@ -72,6 +74,14 @@ def register(subparsers: Any) -> None:
         help="exit 1 when any rewritable object is not in the expected format",
     )
     parser.add_argument(
+        "--fail-if-key-in-use",
+        metavar="KEYID",
+        help=(
+            f"exit {EXIT_KEY_IN_USE} (naming the counts) while any stored object is under this KMS v2 key "
+            "id: run it before disabling an old KEK"
+        ),
+    )
+    parser.add_argument(
         "--resource",
         action="append",
         metavar="RESOURCE[.GROUP]",
@@ -108,7 +118,26 @@ def run_scan(args: argparse.Namespace) -> int:
         print(json.dumps(to_json(inventory), indent=2))
     else:
         print_table(inventory, Console(width=None if sys.stdout.isatty() else 200))
+    if args.fail_if_key_in_use is not None:
+        holding = key_in_use(inventory, args.fail_if_key_in_use)
+        if holding:
+            print(describe_key_in_use(args.fail_if_key_in_use, holding), file=sys.stderr)
+            return EXIT_KEY_IN_USE
     return EXIT_STALE if args.fail_on_stale and inventory.stale > 0 else 0
+
+
+def key_in_use(inventory: Inventory, key_id: str) -> dict[str, int]:
+    """Objects stored under ``key_id``, per resource (empty: the key holds nothing scanned)."""
+    counts = {f"{row.group or 'core'}/{row.resource}": row.kmsv2.get(key_id, 0) for row in inventory.rows()}
+    return {name: count for name, count in sorted(counts.items()) if count}
+
+
+def describe_key_in_use(key_id: str, holding: dict[str, int]) -> str:
+    listed = ", ".join(f"{name} {count}" for name, count in holding.items())
+    return (
+        f"KMS v2 key {key_id} still holds {sum(holding.values())} object(s) ({listed}): keep it enabled; "
+        "run a StorageMigration and scan again"
+    )
 
 
 async def _scan(args: argparse.Namespace, config: EtcdConfig) -> Inventory:

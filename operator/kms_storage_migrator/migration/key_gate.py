@@ -66,6 +66,18 @@ class _Settled(Exception):
         self.result = result
 
 
+def keep_names(result: GateResult, last_named: Waiting | None) -> GateResult:
+    """A final round that named nobody (a failed Lease list) keeps the laggards seen before.
+
+    An apiserver whose KMS plugin is down cannot decrypt the (encrypted) Leases either, so a
+    round answered by it names no one; the timeout message must still say who lags.
+    """
+    if not isinstance(result, Waiting) or result.lagging or last_named is None:
+        return result
+    notes = [note for note in (last_named.note, f"last round: {result.note}" if result.note else "") if note]
+    return Waiting(last_named.lagging, note="; ".join(notes))
+
+
 def no_kms_provider(result: GateResult) -> bool:
     """Every apiserver answered and none reports a KMS v2 provider: nothing to converge on."""
     return (
@@ -111,4 +123,29 @@ def decide_gate(result: GateResult, *, seconds_since_start: float, timeout_secon
         result.reason,
         f"spec.keyConvergenceTimeout ({timeout_seconds:.0f} s) ran out: {result.message}. Check "
         "each named apiserver's KMS plugin, or raise spec.keyConvergenceTimeout",
+    )
+
+
+PREVIOUS_KEYS_IN_USE = "PreviousKeysInUse"
+
+
+def previous_keys(keys_in_use: dict[str, int], current_key_id: str | None) -> tuple[bool, str, str]:
+    """The PreviousKeysInUse condition: (status, reason, message). Pure.
+
+    False only when no selected object remains under any KMS v2 key but the current one: then
+    the older keys can be retired (disabled in the KMS) without losing an object.
+    """
+    older = {key_id: count for key_id, count in keys_in_use.items() if key_id != current_key_id}
+    if not older:
+        return (
+            False,
+            "OnlyCurrentKey",
+            f"every selected object is under the current key {current_key_id or '(none)'}",
+        )
+    listed = ", ".join(f"{key_id}: {count}" for key_id, count in sorted(older.items()))
+    return (
+        True,
+        "OlderKeysHoldObjects",
+        f"{sum(older.values())} selected object(s) still under older keys ({listed}); keep those keys "
+        "enabled in the KMS until a migration rewrites them",
     )

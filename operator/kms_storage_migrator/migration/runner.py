@@ -24,10 +24,17 @@ from kms_storage_migrator.migration.boundary import (
     ResourceAbandoned,
     at_phase_level,
 )
+from kms_storage_migrator.migration.converged_format import reconcile
 from kms_storage_migrator.migration.discovery import discover
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.full_walk import FullWalk, adopt_etcd_checkpoint
-from kms_storage_migrator.migration.key_gate import KEY_CONVERGED, KeyGate, decide_gate
+from kms_storage_migrator.migration.key_gate import (
+    KEY_CONVERGED,
+    PREVIOUS_KEYS_IN_USE,
+    KeyGate,
+    decide_gate,
+    previous_keys,
+)
 from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PinnedMode, PlanError, pin_mode
@@ -145,7 +152,7 @@ class MigrationRunner:
         )
         self._mode = Mode.FULL
         self._served: dict[str, ServedResource] = {}
-        self._converged: dict[str, str] | None = None  # provider -> key id hash, after the gate
+        self._converged: dict[str, str] = {}  # provider -> key id hash, after the gate
 
     # ---- the driver ---------------------------------------------------------------------------
 
@@ -259,8 +266,12 @@ class MigrationRunner:
             self.progress.message = outcome.message
             await self._publisher.publish(force=True)
             await self._sleep(outcome.wait_seconds)
-        self._converged = outcome.key_id_hashes
+        self._converged = outcome.key_id_hashes or {}
         await self._publisher.publish(force=True)
+        # Our CR was read at discovery, maybe under the old key; the status just published is
+        # stored with the key every apiserver writes with now: that is the reference (and keyId).
+        self.progress.key_id = None
+        await self._learner.learn_reference(self._cr_key)
 
     def _set_key_condition(self, status: bool, reason: str, message: str) -> None:
         self.progress.conditions = set_condition(
@@ -334,9 +345,17 @@ class MigrationRunner:
         await self._enter(Phase.VERIFYING, "reading every selected object back from etcd")
         # Again before judging: a key rotated during the rewrite makes "current" another key.
         await self._pass_gate()
-        resources = [
-            (served, self._learner.expected(self._entry(name))) for name, served in self._served.items()
-        ]
+        resources = []
+        overruled = []
+        for name, served in self._served.items():
+            # The converged key is "current"; a learnt format under another key is overruled.
+            judged = reconcile(
+                name, self._learner.expected(self._entry(name)), self._learner.reference, self._converged
+            )
+            resources.append((served, judged.expected))
+            if judged.note:
+                overruled.append(judged.note)
+                log.warning("%s", judged.note)
         report = await verify_resources(
             self._etcd,
             resources,
@@ -348,7 +367,19 @@ class MigrationRunner:
             root=self._root,
         )
         self._writer.check_stop()
-        self.progress.verification = report.verification()
+        verification = report.verification()
+        if overruled:
+            verification.message = "; ".join([verification.message, *overruled])
+        self.progress.verification = verification
+        in_use, reason, message = previous_keys(verification.keys_in_use, self.progress.key_id)
+        self.progress.conditions = set_condition(
+            self.progress.conditions,
+            PREVIOUS_KEYS_IN_USE,
+            status=in_use,
+            reason=reason,
+            message=message,
+            now=utc_now(),
+        )
         await self._finish(decide(self.progress, report, self._mode))
 
     # ---- helpers ------------------------------------------------------------------------------

@@ -78,11 +78,17 @@ class Verification:
     stale: int = 0
     examples: list[str] = field(default_factory=list)
     message: str = ""
+    # KMS v2 key id -> objects still stored under it (key ids are not secret: etcd shows them).
+    keys_in_use: dict[str, int] = field(default_factory=dict)
 
     def to_status(self) -> dict[str, Any]:
         document: dict[str, Any] = {"result": self.result.value, "scanned": self.scanned, "stale": self.stale}
         if self.examples:
             document["examples"] = self.examples[:MAX_EXAMPLES]
+        if self.keys_in_use:
+            document["keysInUse"] = [
+                {"keyId": key_id, "objects": count} for key_id, count in sorted(self.keys_in_use.items())
+            ]
         if self.message:
             document["message"] = clip(self.message)
         return document
@@ -95,6 +101,10 @@ class Verification:
             stale=to_int(document.get("stale")),
             examples=[str(e) for e in document.get("examples") or []],
             message=str(document.get("message") or ""),
+            keys_in_use={
+                str(entry.get("keyId")): to_int(entry.get("objects"))
+                for entry in document.get("keysInUse") or []
+            },
         )
 
 

@@ -15,7 +15,7 @@ from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.staleness import StaleTally, is_rewritable
-from kms_storage_migrator.storage.formats import StoredFormat, classify
+from kms_storage_migrator.storage.formats import FormatKind, StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
     DEFAULT_ROOT,
     NOT_REWRITABLE_LOCATIONS,
@@ -84,6 +84,7 @@ class VerificationReport:
     failed: list[str] = field(default_factory=list)  # resources the migration gave up on
     undecodable: int = 0  # values in no known format: never rewritten, need a human
     undecodable_examples: list[str] = field(default_factory=list)  # key names only
+    keys_in_use: dict[str, int] = field(default_factory=dict)  # KMS v2 key id -> objects under it
     internal_stale: int = 0  # keys no API can rewrite (ranges, masterleases) not in the current format
 
     @property
@@ -116,7 +117,12 @@ class VerificationReport:
                 "no API can rewrite them; the apiserver does on its next update of them"
             )
         return Verification(
-            result, self.tally.scanned, self.tally.stale, self.examples[:MAX_EXAMPLES], "; ".join(notes)
+            result,
+            self.tally.scanned,
+            self.tally.stale,
+            self.examples[:MAX_EXAMPLES],
+            "; ".join(notes),
+            dict(self.keys_in_use),
         )
 
 
@@ -149,6 +155,9 @@ async def verify_resources(
                 return report
             for item in page:
                 report.tally.scanned += 1
+                if item.format.kind is FormatKind.KMS_V2 and item.format.key_id:
+                    key_id = item.format.key_id
+                    report.keys_in_use[key_id] = report.keys_in_use.get(key_id, 0) + 1
                 if not is_rewritable(item.format):
                     report.undecodable += 1
                     if len(report.undecodable_examples) < MAX_EXAMPLES:
