@@ -11,6 +11,7 @@ from typing import Any
 
 from test_rewrite_engine import CURRENT, STALE, FakeCluster, MemorySink, _listed, _runner
 
+from kms_storage_migrator.kube import api_error
 from kms_storage_migrator.migration.progress import (
     Checkpoint,
     Counts,
@@ -185,3 +186,33 @@ async def test_full_without_etcd_that_rewrote_nothing_does_not_say_all_rewritten
     assert "all selected objects rewritten" not in progress.message
     assert progress.message.startswith("0 of 2 objects rewritten, 2 already current")
     assert "unverified" in progress.message
+
+
+class OutageEndingMidPage(FakeCluster):
+    """An apiserver whose first write of ``name`` times out (504): etcd was away, and is back
+    by the time the page's writes are done, so /readyz and etcd both answer at the check."""
+
+    def __init__(self, secrets: dict[str, bytes], name: str) -> None:
+        super().__init__(secrets)
+        self.timeouts = {name}
+
+    async def patch(self, path: str, body: Any, **options: Any) -> dict[str, Any]:
+        name = path.rsplit("/", 1)[1]
+        if name in self.timeouts:
+            self.timeouts.discard(name)
+            raise api_error(504, {"reason": "Timeout", "message": "etcd request timed out"})
+        return await super().patch(path, body, **options)
+
+
+async def test_writes_that_ran_out_of_retries_as_an_outage_ended_are_written_again() -> None:
+    # Measured on the real cluster (test_engine_etcd_outage.py): a page whose writes timed out
+    # while etcd was stopped was committed as failed when etcd was back by the check, leaving
+    # 8 objects stale and the migration Failed.
+    cluster = OutageEndingMidPage({"a": STALE, "b": STALE, "c": STALE}, name="b")
+    progress = await _runner(cluster, MemorySink(), {"mode": "Targeted"}).run()
+    assert progress.phase is Phase.SUCCEEDED, progress.message
+    assert cluster.store["/registry/secrets/ns/b"][0] == CURRENT
+    counts = progress.resources[0].counts
+    assert counts.failed == 0
+    assert counts.done == 3  # each object counted once, the redone page included
+    assert progress.failures_total == 0

@@ -324,6 +324,13 @@ class MigrationRunner:
                 if written.exhausted:
                     # Retries that ran out during an outage are no outcome: redo the page later.
                     await self._outages.require_available()
+                    # Both answer now, but the outage may have ended only while the page ran:
+                    # write it once more before its failures count (the first try's outcomes
+                    # are dropped, so each object is still counted once).
+                    self.progress.rewind(entry)
+                    written = await self._writer.write(entry, page.targets)
+                    if written.exhausted:
+                        await self._outages.require_available()
                 entry.commit(continue_token=page.continue_token, last_key=page.last_key)
                 await self._writer.announce()
                 if page.final:
