@@ -6,7 +6,9 @@ import pytest
 
 from kms_storage_migrator.migration.ratelimit import (
     MIN_QPS,
-    RECOVERY_STREAK,
+    RECOVERY_FACTOR,
+    RECOVERY_INTERVAL,
+    SLOWDOWN_COOLDOWN,
     AdaptiveRateLimiter,
     TokenBucket,
 )
@@ -67,33 +69,59 @@ async def test_acquire_sleeps_only_when_the_bucket_is_empty() -> None:
     assert slept == [pytest.approx(0.5), pytest.approx(1.0)]
 
 
-def test_overload_halves_the_rate_down_to_a_floor() -> None:
-    limiter = AdaptiveRateLimiter(8, clock=FakeClock())
+def test_overload_halves_the_rate_down_to_a_floor_once_per_cooldown() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(8, clock=clock)
     limiter.overloaded()
     assert limiter.current_qps == 4
+    for _ in range(31):  # the other workers in flight answer 429 too: the same signal
+        limiter.overloaded()
+    assert limiter.current_qps == 4
     for _ in range(10):
+        clock.now += SLOWDOWN_COOLDOWN
         limiter.overloaded()
     assert limiter.current_qps == MIN_QPS
 
 
-def test_successes_win_the_rate_back_gradually_but_not_beyond_qps() -> None:
-    limiter = AdaptiveRateLimiter(8, clock=FakeClock())
+def test_successes_win_the_rate_back_step_by_step_in_time_but_not_beyond_qps() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(8, clock=clock)
     limiter.overloaded()
-    for _ in range(RECOVERY_STREAK - 1):
+    for _ in range(100):  # many successes at once are one interval's worth
         limiter.succeeded()
     assert limiter.current_qps == 4
+    clock.now += RECOVERY_INTERVAL
     limiter.succeeded()
-    assert limiter.current_qps == 5
-    for _ in range(RECOVERY_STREAK * 10):
+    assert limiter.current_qps == 4 * RECOVERY_FACTOR
+    for _ in range(10):
+        clock.now += RECOVERY_INTERVAL
         limiter.succeeded()
     assert limiter.current_qps == 8
 
 
-def test_an_overload_resets_the_recovery_streak() -> None:
-    limiter = AdaptiveRateLimiter(8, clock=FakeClock())
-    limiter.overloaded()
-    for _ in range(RECOVERY_STREAK - 1):
+def test_after_an_outage_at_the_floor_the_rate_is_back_within_seconds() -> None:
+    # Measured before: recovery counted 20 successes per step, so from the floor at 1 qps the
+    # climb back to 60 qps took 90-150 s after every apiserver restart or etcd outage.
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(60, clock=clock)
+    for _ in range(60):  # a minute of 503s
+        clock.now += 1.0
+        limiter.overloaded()
+    assert limiter.current_qps == MIN_QPS
+    back = clock.now
+    while limiter.current_qps < 60:
+        clock.now += 1.0 / limiter.current_qps  # one success per token
         limiter.succeeded()
+    assert clock.now - back < 15
+
+
+def test_an_overload_after_a_step_up_slows_down_at_once() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(8, clock=clock)
     limiter.overloaded()
+    clock.now += RECOVERY_INTERVAL
     limiter.succeeded()
-    assert limiter.current_qps == 2
+    assert limiter.current_qps == 6
+    clock.now += SLOWDOWN_COOLDOWN / 2  # soon after the step up, but past the last slow-down's cooldown
+    limiter.overloaded()
+    assert limiter.current_qps == 3

@@ -206,11 +206,19 @@ async def test_backoff_has_full_jitter_within_the_exponential_cap() -> None:
     assert all(0 <= delay <= cap for delay, cap in zip(sleeps.delays, caps, strict=True))
 
 
-async def test_overload_answers_slow_the_shared_limiter_down() -> None:
+async def test_overload_answers_slow_the_shared_limiter_down_once_per_burst() -> None:
     api = ScriptedApi(ApiError(429, "TooManyRequests", "x"), ApiError(503, "ServiceUnavailable", "y"), "101")
     rewriter, limiter, _ = _rewriter(api)
     await rewriter.rewrite(TARGET)
-    assert limiter.current_qps == 250
+    assert limiter.current_qps == 500  # two answers within the cooldown are one overload
+
+
+async def test_an_unreachable_apiserver_does_not_slow_the_limiter() -> None:
+    api = ScriptedApi(TransportError("connection refused"), TransportError("connection refused"), "101")
+    rewriter, limiter, _ = _rewriter(api)
+    result = await rewriter.rewrite(TARGET)
+    assert result.attempts == 3
+    assert limiter.current_qps == 1000
 
 
 async def test_refusals_do_not_slow_the_limiter() -> None:

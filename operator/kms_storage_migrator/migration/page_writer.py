@@ -90,6 +90,12 @@ class PageWriter:
         await self.announce()
         return outcome
 
+    def record_current(self, entry: ResourceProgress, objects: int) -> None:
+        """Objects found already current, so not written: each is an unchanged outcome."""
+        for _ in range(objects):
+            entry.counts.record(Outcome.UNCHANGED)
+            self._observer.outcome(entry.name, Outcome.UNCHANGED)
+
     async def announce(self) -> None:
         """Send the failure events of the objects written since the last page began."""
         messages, self._unannounced = self._unannounced, []

@@ -1,8 +1,11 @@
 """Request pacing: a token bucket whose rate halves while the apiserver says it is overloaded.
 
 The bucket is shared by every worker of a migration, so ``qps`` bounds the whole migration.
-Repeated 429s or 5xx answers slow everyone down (the apiserver is one shared resource);
-each run of successes wins back a little rate, up to the configured ``qps``.
+A 429 or 5xx answer slows everyone down (the apiserver is one shared resource), once per
+SLOWDOWN_COOLDOWN however many workers saw it; each RECOVERY_INTERVAL with successes wins
+back RECOVERY_FACTOR, up to the configured ``qps``. Recovery is paced by time, not by a count
+of successes: counted at the floor rate, the climb back took 90-150 s after every outage.
+An unreachable apiserver (connection refused) is not overload, and does not slow the rate.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from tenacity import (
 )
 
 MIN_QPS = 1.0
-# How many consecutive successes restore one step of rate after a slow-down.
-RECOVERY_STREAK = 20
-RECOVERY_FACTOR = 1.25
 SLOWDOWN_FACTOR = 0.5
+# Overload answers within this many seconds of a slow-down are the same signal, not another one.
+SLOWDOWN_COOLDOWN = 1.0
+# After a slow-down, each interval that saw successes and no overload multiplies the rate back up.
+RECOVERY_INTERVAL = 1.0
+RECOVERY_FACTOR = 1.5
 RETRY_BACKOFF_MULTIPLIER = 0.5
 RETRY_BACKOFF_MAX = 30.0
 
@@ -69,8 +74,10 @@ class AdaptiveRateLimiter:
         self.max_qps = qps
         # Burst of one second's worth keeps bursts short enough for a shared apiserver.
         self._bucket = TokenBucket(qps, max(1.0, qps), clock)
+        self._clock = clock
         self._sleep = sleep
-        self._streak = 0
+        self._slowed_at = float("-inf")  # the last slow-down
+        self._changed_at = float("-inf")  # the last slow-down or step back up
 
     @property
     def current_qps(self) -> float:
@@ -82,16 +89,19 @@ class AdaptiveRateLimiter:
             await self._sleep(delay)
 
     def overloaded(self) -> None:
-        """The apiserver answered 429 or 5xx: halve the rate for everyone."""
-        self._streak = 0
+        """The apiserver answered 429 or 5xx: halve the rate for everyone, once per cooldown."""
+        now = self._clock()
+        if now - self._slowed_at < SLOWDOWN_COOLDOWN:
+            return  # the workers in flight during the last slow-down report the same overload
+        self._slowed_at = self._changed_at = now
         self._bucket.set_rate(max(MIN_QPS, self._bucket.rate * SLOWDOWN_FACTOR))
 
     def succeeded(self) -> None:
         if self._bucket.rate >= self.max_qps:
             return
-        self._streak += 1
-        if self._streak >= RECOVERY_STREAK:
-            self._streak = 0
+        now = self._clock()
+        if now - self._changed_at >= RECOVERY_INTERVAL:
+            self._changed_at = now
             self._bucket.set_rate(min(self.max_qps, self._bucket.rate * RECOVERY_FACTOR))
 
 

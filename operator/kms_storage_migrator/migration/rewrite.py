@@ -149,8 +149,8 @@ class Rewriter:
                 path, rewrite_body(target, self._method), content_type=content_type, params=params
             )
         except TransportError as error:
+            # Unreachable is not overloaded: the backoff paces the retries, and the rate stays.
             self._observer.request_done(target.resource.name, "transport", time.monotonic() - started)
-            self._limiter.overloaded()
             raise RetryableFailure("ConnectionError", str(error)) from error
         except ApiError as error:
             self._observer.request_done(target.resource.name, str(error.status), time.monotonic() - started)

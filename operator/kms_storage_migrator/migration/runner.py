@@ -331,6 +331,7 @@ class MigrationRunner:
                     written = await self._writer.write(entry, page.targets)
                     if written.exhausted:
                         await self._outages.require_available()
+                self._writer.record_current(entry, page.current)
                 entry.commit(continue_token=page.continue_token, last_key=page.last_key)
                 await self._writer.announce()
                 if page.final:

@@ -3,8 +3,8 @@
 The checkpoint is the last etcd key done. Before the walk, a few objects of each resource are
 written as *format probes* (the first keys, so the checkpoint starts after them and no probe is
 written or counted twice): reading one back says how the apiserver writes that resource now.
-Each resource is read from etcd once here and once by verification; the estimate comes from a
-key count (no values) and shrinks as the walk passes objects that are already current.
+Each resource is read from etcd once here and once by verification; the estimate is a key count
+(no values). Objects found current are counted unchanged, so the totals cover every key.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ class TargetedWalk:
             prefix = etcd_prefix(served.group, served.resource, self.index, root=self._root)
             keys = await self._etcd.count(prefix)
             entry.scanned = keys
-            entry.estimate = entry.counts.done + keys
+            # Every key is counted once (written or found current), those before the checkpoint
+            # included: the key count is the estimate.
+            entry.estimate = max(entry.counts.done, keys)
 
     async def _probe_format(self, entry: ResourceProgress, served: ServedResource) -> None:
         """Write the first few objects until one read-back shows the resource's current format."""
@@ -84,11 +86,10 @@ class TargetedWalk:
         last = entry.checkpoint.last_key
         async for page in self._stored(served, self._page_size, last):
             targets = [_target(served, item) for item in page if needs_rewrite(item.format, expected)]
-            # Objects already current are not written: the estimate was an upper bound.
-            passed = len(page) - len(targets)
-            entry.estimate = max(entry.counts.done + len(targets), entry.estimate - passed)
+            # Objects already current are not written; the driver counts them unchanged.
+            entry.estimate = max(entry.estimate, entry.counts.done + len(page))
             last = page[-1].etcd_key
-            yield Page(targets, last)
+            yield Page(targets, last, current=len(page) - len(targets))
         entry.estimate = entry.counts.done
         yield Page([], last, final=True)
 

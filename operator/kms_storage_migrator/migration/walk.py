@@ -21,6 +21,10 @@ class Page:
     last_key: str | None  # the checkpoint once written: resume after this key
     continue_token: str | None = None  # Full: the list page to resume at
     final: bool = False  # the resource is done after this page
+    # Targeted: objects of the page already in the current format, counted unchanged at commit.
+    # Counted, not skipped silently: after a restart these include what the killed process
+    # rewrote after its last checkpoint, and every object must still be counted once.
+    current: int = 0
 
 
 class Walk(Protocol):
