@@ -51,10 +51,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from etcd_truth import Holding, read_holding
+from scale_report import Run, draw_chart, scenario_table
 
 from kms_storage_migrator.devcluster.binaries import cache_root
 from kms_storage_migrator.devcluster.cluster import DevCluster
-from kms_storage_migrator.devcluster.seed import crd_manifest
+from kms_storage_migrator.devcluster.seed import crd_manifest, seed
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "storagemigrations.yaml"
@@ -137,12 +138,19 @@ def _as_list(items: list[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-def prepare(work: Path, scenario: str, objects: int) -> Path:
-    """Build the scenario's cluster once, stop it and keep its directory as the snapshot."""
+def prepare(work: Path, scenario: str, objects: int, mix: int = 0) -> Path:
+    """Build the scenario's cluster once, stop it and keep its directory as the snapshot.
+
+    ``mix`` adds that many objects of the dev cluster's seed (Deployments, Roles, RoleBindings,
+    namespaced and cluster-scoped custom resources besides ConfigMaps and Secrets): more
+    resources for every contender to discover and walk, each one more StorageVersionMigration.
+    They are stale in ``all-stale`` and current in ``ten-percent``.
+    """
     base = DevCluster(work / f"prepare-{scenario}")
     if scenario == "all-stale":
         base.up("none")
         seed_bench(base, objects, 0)
+        _seed_mix(base, mix)
         base.encrypt()
     else:
         base.up("kms")
@@ -150,11 +158,17 @@ def prepare(work: Path, scenario: str, objects: int) -> Path:
         seed_bench(base, tenth, 0)
         base.rotate_kek(restart=True)  # the rest is written under the new key at once
         seed_bench(base, objects - tenth, tenth)
+        _seed_mix(base, mix)
     base.down()
     snapshot = work / f"snapshot-{scenario}"
     shutil.rmtree(snapshot, ignore_errors=True)
     shutil.move(str(base.directory), snapshot)
     return snapshot
+
+
+def _seed_mix(cluster: DevCluster, mix: int) -> None:
+    if mix:  # seed() also creates its CRDs: none without --mix, so the default data stays as it was
+        seed(cluster, mix, progress=False)
 
 
 def restore(snapshot: Path, work: Path) -> DevCluster:
@@ -234,27 +248,6 @@ class Counters:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-@dataclass
-class Run:
-    scenario: str
-    contender: str
-    objects: int
-    stale_before: int
-    stale_after: int
-    seconds: float
-    objects_per_second: float
-    api_requests: float
-    api_writes: float
-    etcd_puts: float
-    apiserver_cpu_seconds: float
-    migrator_cpu_seconds: float
-    migrator_peak_rss_mb: float
-
-    @property
-    def ok(self) -> bool:
-        return self.stale_after == 0
 
 
 def wait_child(process: subprocess.Popen[bytes]) -> tuple[float, float]:
@@ -343,13 +336,41 @@ def run_ours(cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path) 
             raise SystemExit(f"our migration failed; see {log}")
         return phase == "Succeeded"
 
+    profiler = _start_profiler(operator.pid, log.with_suffix(".pyspy.txt"))
     try:
         wait_for(finished, f"ours {mode}")
         elapsed = time.perf_counter() - started
     finally:
-        operator.send_signal(signal.SIGTERM)
-    cpu, rss = wait_child(operator)
+        cpu, rss = stop_child(operator)
+        if profiler is not None:
+            profiler.wait(timeout=120)  # py-spy writes its file once the operator has gone
     return elapsed, cpu, rss
+
+
+PROFILER: Path | None = None  # --profile: a py-spy binary to sample our operator with
+
+
+def _start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    """Sample the operator from outside (py-spy, non-blocking), so its own rusage stays clean."""
+    if PROFILER is None:
+        return None
+    command = [str(PROFILER), "record", "--pid", str(pid), "--nonblocking", "--rate", "200"]
+    command += ["--format", "raw", "--output", str(output)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_child(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> tuple[float, float]:
+    """SIGTERM, then SIGKILL after the grace period: a hung shutdown must not hang the benchmark."""
+    process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+        time.sleep(0.2)
+    process.kill()
+    return wait_child(process)
 
 
 def run_in_tree(cluster: DevCluster, resources: list[tuple[str, str]]) -> tuple[float, float, float]:
@@ -443,54 +464,17 @@ def measure(scenario: str, contender: str, snapshot: Path, work: Path, objects: 
     )
 
 
-def print_table(runs: list[Run]) -> None:
-    for scenario in dict.fromkeys(r.scenario for r in runs):
-        rows = [r for r in runs if r.scenario == scenario]
-        ceiling = next((r for r in rows if r.contender == "ceiling"), None)
-        print(f"\n{scenario}: {rows[0].objects} seeded objects, {rows[0].stale_before} stale (etcd read)")
-        print(
-            "| contender | s | stale obj/s | x ceiling | API writes | etcd puts | apiserver CPU s | "
-            "migrator CPU s | peak RSS MB | stale after |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
-            ratio = (
-                r.objects_per_second / ceiling.objects_per_second
-                if ceiling and ceiling.objects_per_second
-                else 0
-            )
-            print(
-                f"| {r.contender} | {r.seconds} | {r.objects_per_second} | {ratio:.2f} | "
-                f"{r.api_writes:.0f} | "
-                f"{r.etcd_puts:.0f} | {r.apiserver_cpu_seconds} | {r.migrator_cpu_seconds} | "
-                f"{r.migrator_peak_rss_mb} | {r.stale_after}{'' if r.ok else ' FAILED'} |"
-            )
-
-
-def draw_chart(runs: list[Run], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415 (only for --chart)
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot  # noqa: PLC0415
-
-    scenarios = list(dict.fromkeys(r.scenario for r in runs))
-    figure, axes = pyplot.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4), squeeze=False)
-    for axis, scenario in zip(axes[0], scenarios, strict=True):
-        rows = [r for r in runs if r.scenario == scenario]
-        axis.barh([r.contender for r in rows], [r.objects_per_second for r in rows])
-        axis.set_title(f"{scenario}: stale objects re-encrypted per second")
-        axis.invert_yaxis()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=50_000)
     parser.add_argument("--scenarios", default="all-stale,ten-percent")
+    parser.add_argument(
+        "--mix", type=int, default=0, help="also seed this many objects of other kinds (devcluster seed)"
+    )
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--chart", type=Path, help="write a PNG chart here (needs matplotlib)")
+    parser.add_argument("--profile", type=Path, help="py-spy binary: profile our operator")
     args = parser.parse_args()
     contenders = args.contenders.split(",")
     unknown = sorted(set(contenders) - set(CONTENDERS))
@@ -498,19 +482,24 @@ def main() -> int:
         parser.error(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="ksm-scale-"))
     work.mkdir(parents=True, exist_ok=True)
+    global PROFILER  # noqa: PLW0603 (one flag read by run_ours)
+    PROFILER = args.profile
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    results = RESULTS / f"production-scale-{stamp}.json"
     runs: list[Run] = []
     for scenario in args.scenarios.split(","):
         started = time.perf_counter()
-        snapshot = prepare(work, scenario, args.objects)
+        snapshot = prepare(work, scenario, args.objects, args.mix)
         print(f"{scenario}: prepared in {time.perf_counter() - started:.0f}s", flush=True)
         for contender in contenders:
             run = measure(scenario, contender, snapshot, work, args.objects)
             runs.append(run)
             print(json.dumps(asdict(run)), flush=True)
-    print_table(runs)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"production-scale-{stamp}.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
+            # Written after every run: a long run stopped half way keeps what it measured.
+            results.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    print(scenario_table(runs))
+    print(f"results: {results}")
     if args.chart:
         draw_chart(runs, args.chart)
     return 0 if all(r.ok for r in runs) else 1
