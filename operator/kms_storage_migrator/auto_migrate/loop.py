@@ -1,0 +1,164 @@
+"""The ``--auto-migrate`` loop: every poll, observe the cluster and carry out ``decision.decide``.
+
+One check: the gate's look at the apiservers (identity Leases and /metrics, passive: no
+/readyz nudge), the list of StorageMigrations, and at start, with etcd access, one scan of
+etcd. A created migration is an ordinary StorageMigration the operator's daemon then runs, gate
+included. RBAC beyond the operator's: ``create`` on storagemigrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from kms_storage_migrator.auto_migrate.decision import (
+    Create,
+    Decision,
+    ExistingMigration,
+    NothingToDo,
+    Observation,
+    StartScan,
+    Wait,
+    combined_key,
+    decide,
+    stale_under_other_keys,
+)
+from kms_storage_migrator.convergence.gate import Converged, NoMetricsAccess
+from kms_storage_migrator.convergence.scrape import assess_once
+from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.inventory.scan import crd_index_from_etcd, scan_inventory
+from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
+from kms_storage_migrator.migration.service import GROUP, PLURAL, VERSION, CustomResourceSink
+from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_SECONDS: Final = 30.0
+COLLECTION_PATH: Final = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+CREATED_EVENT: Final = "AutomaticMigrationCreated"
+
+StartScanner = Callable[[str], Awaitable[StartScan]]
+KeyObserver = Callable[[], Awaitable[str | None]]
+
+
+@dataclass
+class AutoMigrator:
+    """State across checks: the last converged key seen and whether the start scan is due."""
+
+    api: KubeApi
+    converged_key: KeyObserver
+    scan_etcd: StartScanner | None = None  # None: no etcd access, act on key changes only
+    last_seen_key: str | None = None
+    start_scan_due: bool = True
+    _last_said: str = field(default="", repr=False)
+
+    async def check(self) -> Decision:
+        """One observation and its decision, carried out."""
+        key = await self.converged_key()
+        migrations = await self._migrations()
+        scan = None
+        # Scanned only when the decision can act on it: while a migration runs it would be stale.
+        idle = all(migration.finished for migration in migrations)
+        if self.start_scan_due and self.scan_etcd is not None and key is not None and idle:
+            scan = await self.scan_etcd(key)
+        decision = decide(Observation(key, migrations, scan), self.last_seen_key)
+        if isinstance(decision, Create):
+            await self._create(decision)
+        if not isinstance(decision, Wait):
+            self.last_seen_key = key
+            self.start_scan_due = False
+        self._say(decision)
+        return decision
+
+    async def _migrations(self) -> list[ExistingMigration]:
+        reply = await self.api.request("GET", COLLECTION_PATH)
+        return [ExistingMigration.from_object(item) for item in reply.body.get("items") or []]
+
+    async def _create(self, decision: Create) -> None:
+        try:
+            reply = await self.api.request("POST", COLLECTION_PATH, body=decision.manifest())
+        except ApiError as error:
+            if error.status == 409:  # another replica, or an earlier run, created it first
+                log.info("auto-migrate: %s exists already", decision.name)
+                return
+            if error.status == 403:
+                raise UserError(
+                    f"auto-migrate cannot create StorageMigration {decision.name} ({error.message}): "
+                    "grant create on storagemigrations.kms-storage-migrator.io, or run without --auto-migrate"
+                ) from None
+            raise
+        uid = str((reply.body.get("metadata") or {}).get("uid", ""))
+        log.info("auto-migrate: created StorageMigration %s: %s", decision.name, decision.message)
+        sink = CustomResourceSink(self.api, decision.name, uid)
+        await sink.event("Normal", CREATED_EVENT, f"{decision.trigger.value}: {decision.message}")
+
+    def _say(self, decision: Decision) -> None:
+        if isinstance(decision, Create):
+            self._say_once(f"auto-migrate: create {decision.name}: {decision.message}")
+        elif isinstance(decision, Wait):
+            self._say_once(f"auto-migrate: wait: {decision.reason}")
+        else:
+            self._say_once(f"auto-migrate: nothing to do: {decision.reason}")
+
+    def _say_once(self, text: str) -> None:
+        # Every check logs at debug; a changed verdict at info, so an idle operator stays quiet.
+        log.log(logging.INFO if text != self._last_said else logging.DEBUG, "%s", text)
+        self._last_said = text
+
+
+def gate_observer(api: KubeApi) -> KeyObserver:
+    """The gate's single look at the apiservers: the key they all write with, or None."""
+
+    async def converged_key() -> str | None:
+        # Any Status poll counts (start 0): the question is which key they all write with now.
+        result = await assess_once(api, 0.0)
+        if isinstance(result, Converged):
+            return combined_key(result.key_id_hashes) if result.key_id_hashes else None
+        if isinstance(result, NoMetricsAccess):
+            log.warning("auto-migrate cannot see which key the apiservers use: %s", result.message)
+        return None
+
+    return converged_key
+
+
+def etcd_scanner(config: EtcdConfig, root: EtcdRoot = DEFAULT_ROOT) -> StartScanner:
+    """A start scan over its own read-only etcd connection, opened for the scan only."""
+
+    async def scan(converged_key: str) -> StartScan:
+        async with EtcdReader(config) as reader:
+            index = await crd_index_from_etcd(reader, root=root)
+            inventory = await scan_inventory(reader, index, None, root=root)
+        return stale_under_other_keys(inventory.rows(), converged_key)
+
+    return scan
+
+
+async def run_auto_migrate(
+    migrator: AutoMigrator,
+    interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Check every ``interval_seconds`` until cancelled. A check that cannot reach the apiserver
+    or etcd, or lacks a permission (the message names it), is logged and tried again at the next
+    poll: the operator's migrations go on meanwhile."""
+    while True:
+        try:
+            await migrator.check()
+        except (ApiError, TransportError, UserError) as error:
+            log.error("auto-migrate: check failed, next try in %.0f s: %s", interval_seconds, error)
+        await sleep(interval_seconds)
+
+
+__all__ = [
+    "DEFAULT_INTERVAL_SECONDS",
+    "AutoMigrator",
+    "NothingToDo",
+    "etcd_scanner",
+    "gate_observer",
+    "run_auto_migrate",
+]
