@@ -1,4 +1,7 @@
-"""``kms-storage-migrator run``: the operator (kopf, standalone, cluster-wide, one replica)."""
+"""``kms-storage-migrator run``: the operator (kopf, standalone, cluster-wide).
+
+One replica, or several with ``--leader-elect``: then only the holder of a Lease runs kopf.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 
 from kms_storage_migrator.inventory.scan import require_apiserver_keys
 from kms_storage_migrator.kube import KubeApi, load_credentials
+from kms_storage_migrator.leader import DEFAULT_LEASE_NAME, REQUEST_TIMEOUT_SECONDS, lead, lease_settings
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
 from kms_storage_migrator.migration.service import OperatorContext
@@ -25,9 +29,10 @@ def register(subparsers: Any) -> None:
         "run",
         help="run the operator: watch StorageMigrations and migrate",
         description=(
-            "Run the operator (one replica). Credentials come from --kubeconfig, else from the "
-            "in-cluster service account. With etcd access (--etcd-config or --etcd-*), migrations "
-            "rewrite only stale objects and verify the result by reading etcd back."
+            "Run the operator. Credentials come from --kubeconfig, else from the in-cluster "
+            "service account. With etcd access (--etcd-config or --etcd-*), migrations rewrite "
+            "only stale objects and verify the result by reading etcd back. With --leader-elect, "
+            "several replicas may run: only the holder of a Lease migrates."
         ),
     )
     parser.add_argument(
@@ -72,6 +77,23 @@ def register(subparsers: Any) -> None:
         metavar="PATH",
         help=f"the apiserver's --etcd-prefix (env KMS_STORAGE_MIGRATOR_ETCD_PREFIX; default {DEFAULT_ROOT})",
     )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run only while holding a coordination.k8s.io Lease, so replicas can stand by "
+        "(exits with status 3 if the Lease is lost; default: off, one replica)",
+    )
+    parser.add_argument(
+        "--leader-elect-namespace",
+        metavar="NAMESPACE",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the ServiceAccount's namespace)",
+    )
+    parser.add_argument(
+        "--leader-elect-name",
+        metavar="NAME",
+        default=DEFAULT_LEASE_NAME,
+        help=f"name of the Lease (default {DEFAULT_LEASE_NAME})",
+    )
     parser.set_defaults(handler=run, etcd_config=_env_path("KMS_STORAGE_MIGRATOR_ETCD_CONFIG"))
 
 
@@ -111,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
     # kopf (imported by handlers.py only) configures logging on import: only `run` needs it.
     from kms_storage_migrator.handlers import OperatorMemo, operate  # noqa: PLC0415
 
+    # A Lease without a namespace is bad input: refuse it before anything starts.
+    lease = (
+        lease_settings(args.leader_elect_namespace, args.leader_elect_name, os.environ)
+        if args.leader_elect
+        else None
+    )
     etcd_config = None
     if any(getattr(args, flag) is not None for flag in ETCD_FLAGS):
         etcd_config = EtcdConfig.from_args(args)
@@ -129,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
     )
     memo = OperatorMemo(credentials, context)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    asyncio.run(operate(memo, liveness))
+    if lease is None:
+        asyncio.run(operate(memo, liveness))
+        return 0
+    # The Lease has a client of its own: renewals must not queue behind the engine's requests,
+    # and a short timeout keeps one hung request inside the renew deadline.
+    lease_api = KubeApi(credentials, request_timeout=REQUEST_TIMEOUT_SECONDS)
+    asyncio.run(lead(lease, lease_api, lambda: operate(memo, liveness), health_port=args.health_port))
     return 0
 
 
