@@ -65,7 +65,7 @@ def test_an_external_plugin_encrypts_a_legacy_cluster(tmp_path: Path) -> None:
         assert not any(name.startswith("kms-plugin") for name in status["components"])
         assert cluster.write_key_id_hash() is not None  # the apiserver's metrics name the key it uses
         with pytest.raises(UserError, match="external KMS v2 plugin"):
-            cluster.rotate_kek()
+            cluster.rotate_kek(restart=True)
     finally:
         cluster.down()
         assert plugin.kill_and_check()

@@ -92,7 +92,7 @@ def test_a_targeted_run_resumed_without_etcd_access_converts_and_counts_each_obj
     cluster, directory = plaintext_cluster
     log = directory / "operator-reverse.log"
     total = len(json.loads(cluster.kubectl("get", "configmaps", "-A", "-o", "json"))["items"])
-    cluster.rotate_kek()  # every ConfigMap is now under an old key: Targeted rewrites them all
+    cluster.rotate_kek(restart=True)  # every ConfigMap is now under an old key: Targeted rewrites them all
     with_etcd = OperatorProcess(cluster, log, etcd=True).start()
     try:
         apply_migration(cluster, "reverse", SPEC)

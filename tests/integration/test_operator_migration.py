@@ -175,7 +175,7 @@ def test_full_mode_left_every_object_content_unchanged(legacy: LegacyCluster) ->
 
 def test_targeted_mode_after_rotation_rewrites_exactly_the_stale_objects(legacy: LegacyCluster) -> None:
     old_key = legacy.cluster.current_key_id()
-    new_key = legacy.cluster.rotate_kek()
+    new_key = legacy.cluster.rotate_kek(restart=True)
     assert new_key != old_key
     fresh = [f"fresh-{index}" for index in range(5)]
     for name in fresh:

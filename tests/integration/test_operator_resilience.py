@@ -112,7 +112,7 @@ def test_kill_9_mid_run_resumes_from_the_checkpoint_to_the_same_result(troubled:
 def test_denied_object_is_reported_concurrent_changes_survive_and_the_rest_migrate(
     troubled: Troubled,
 ) -> None:
-    troubled.cluster.rotate_kek()
+    troubled.cluster.rotate_kek(restart=True)
     webhook_dir = troubled.directory / "webhook"
     webhook_dir.mkdir()
     with DenyingWebhook(webhook_dir, DENIED) as webhook:

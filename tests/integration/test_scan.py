@@ -123,7 +123,7 @@ def mixed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         cluster.encrypt()
         key_a = cluster.current_key_id()
         create_objects(cluster, "keya", configmaps=2, secrets=1, widgets=1, gadgets=1)
-        key_b = cluster.rotate_kek()
+        key_b = cluster.rotate_kek(restart=True)
         assert key_b != key_a
         create_objects(cluster, "keyb", configmaps=1, secrets=1, widgets=1, gadgets=2)
         yield cluster, key_a, key_b

@@ -461,12 +461,12 @@ class DevCluster:
             self._write_encryption_config(state, member)
         self.restart_apiserver()
 
-    def rotate_kek(self, *, restart: bool = True) -> str:
+    def rotate_kek(self, *, restart: bool = False) -> str:
         """Make a new primary KEK in the shared keyring; every plugin serves it at its next call.
 
-        ``restart=True`` restarts the apiservers so they write with it at once. Without a
-        restart each apiserver switches at its own next KMS Status poll (about once a
-        minute), as in production; the CLI's ``rotate-kek`` does that unless given --restart.
+        By default (as the CLI's ``rotate-kek``) nothing is restarted: each apiserver switches
+        at its own next KMS Status poll (about once a minute), as in production.
+        ``restart=True`` (``--restart``) restarts the apiservers so they write with it at once.
         """
         state = self.load_state()
         self._require_bundled_plugin(state)
