@@ -305,6 +305,7 @@ class ApiError(Exception):
         *,
         retry_after: float | None = None,
         body: Mapping[str, Any] | None = None,
+        corrupt_keys: tuple[str, ...] = (),
     ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
@@ -312,6 +313,8 @@ class ApiError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.body: Mapping[str, Any] = body or {}
+        # StorageReadError: the etcd keys of the stored objects the apiserver could not decode.
+        self.corrupt_keys = corrupt_keys
 
 
 class TransportError(Exception):
@@ -530,11 +533,32 @@ def api_error(status: int, document: Mapping[str, Any], retry_after: float | Non
     reason = str(document.get("reason") or "") or f"HTTP{status}"
     # Keep the body for its metadata (a 410's fresh continue token), never its free text.
     body = {key: value for key, value in document.items() if key != "message"}
-    return ApiError(status, reason, safe_message(reason, document), retry_after=retry_after, body=body)
+    corrupt = corrupt_keys(document) if reason == STORAGE_READ_ERROR else ()
+    return ApiError(
+        status,
+        reason,
+        safe_message(reason, document),
+        retry_after=retry_after,
+        body=body,
+        corrupt_keys=corrupt,
+    )
+
+
+STORAGE_READ_ERROR = "StorageReadError"
+# The apiserver's storage error names each undecodable object by its etcd key, then says why
+# ("StorageError: corrupt object, Code: 7, Key: /registry/..., ResourceVersion: 0, ...").
+_CORRUPT_KEY = re.compile(r"Key: (/[^,\s]{1,1024}), ResourceVersion")
+
+
+def corrupt_keys(document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The etcd keys a StorageReadError names, in key order (the rest of its text is dropped)."""
+    return tuple(sorted(set(_CORRUPT_KEY.findall(str(document.get("message") or "")))))
 
 
 _WEBHOOK_DENIAL = re.compile(r'admission webhook "([^"]{1,253})" denied the request')
 _POLICY_DENIAL = re.compile(r"ValidatingAdmissionPolicy '([^']{1,253})'")
+# A webhook with failurePolicy Fail that cannot be reached: the apiserver answers 500 for it.
+_WEBHOOK_UNREACHABLE = re.compile(r'failed calling webhook "([^"]{1,253})"')
 
 
 def safe_message(reason: str, document: Mapping[str, Any]) -> str:
@@ -552,10 +576,18 @@ def safe_message(reason: str, document: Mapping[str, Any]) -> str:
     policy = _POLICY_DENIAL.search(message)
     if policy:
         return f"denied by ValidatingAdmissionPolicy {policy.group(1)}"
+    unreachable = _WEBHOOK_UNREACHABLE.search(message)
+    if unreachable:
+        # The rest of the text is the webhook's URL and a transport error: the name says what to fix.
+        return f"admission webhook {unreachable.group(1)} could not be called (its failurePolicy is Fail)"
     if "denied" in message:
         return "denied by admission"
     if reason == "Invalid":
         return _invalid_fields(document)
+    if reason == STORAGE_READ_ERROR:
+        keys = corrupt_keys(document)
+        text = "the apiserver cannot decode stored object(s): " + ", ".join(keys) if keys else "unreadable"
+        return text[:MAX_ERROR_MESSAGE]
     if reason in SAFE_MESSAGE_REASONS:
         return message[:MAX_ERROR_MESSAGE]
     return ""

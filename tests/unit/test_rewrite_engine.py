@@ -244,6 +244,22 @@ def test_webhook_denials_keep_the_webhook_name_not_its_text() -> None:
     assert (error.status, error.reason) == (403, "Forbidden")
 
 
+def test_an_unreachable_webhook_is_named_without_its_url_or_transport_error() -> None:
+    # Measured on the real apiserver (test_faults_webhook_down.py): the failure said only "HTTP 500".
+    error = api_error(
+        500,
+        {
+            "reason": "InternalError",
+            "message": 'Internal error occurred: failed calling webhook "nobody-home.example.com": failed to '
+            'call webhook: Post "https://10.0.0.9:443/validate?timeout=10s": dial tcp: connection refused',
+        },
+    )
+    assert error.message == (
+        "admission webhook nobody-home.example.com could not be called (its failurePolicy is Fail)"
+    )
+    assert "10.0.0.9" not in str(error)
+
+
 def test_invalid_keeps_field_paths_not_values() -> None:
     document = {
         "reason": "Invalid",

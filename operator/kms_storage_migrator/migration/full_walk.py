@@ -4,6 +4,8 @@ The checkpoint is the list continue token of the next page and the last object d
 (``namespace/name``: lists come in etcd key order). A 410 on an expired continue token resumes
 from the fresh token in the 410 Status; a 410 without one lists again from the start, skipping
 what the checkpoint already counts; after MAX_LIST_RESTARTS such restarts the resource is given up.
+A page that fails on a value the apiserver cannot decode is narrowed, then stepped past
+(``unreadable.py``): the object is reported, every other one is still written.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from kms_storage_migrator.migration.progress import MigrationProgress, ResourceP
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, transient_retrying
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteObserver, RewriteTarget
+from kms_storage_migrator.migration.unreadable import (
+    Unreadable,
+    token_after,
+    token_revision,
+    unreadable_object,
+)
 from kms_storage_migrator.migration.walk import Page
 
 log = logging.getLogger(__name__)
@@ -61,10 +69,23 @@ class FullWalk:
     async def pages(self, entry: ResourceProgress, served: ServedResource) -> AsyncIterator[Page]:
         token = entry.checkpoint.continue_token
         restarts = 0
+        limit = self._page_size
+        passed: str | None = None  # the last undecodable object stepped past
         while True:
             try:
-                listed = await self._list_page(served, token)
+                listed = await self._list_page(served, token, limit)
             except ApiError as error:
+                if error.corrupt_keys:
+                    if limit > 1:
+                        # Narrow the pages until the undecodable object is one's first: every
+                        # object before it is still listed and written. They stay narrow until
+                        # the walk is past it.
+                        limit = max(1, limit // 4)
+                        continue
+                    bad, token = await self._step_past(error, token, served, passed)
+                    passed, limit = bad.list_key, self._page_size
+                    yield Page([], bad.list_key, token, unreadable=(bad,))
+                    continue
                 if error.status == 410:
                     fresh = str((error.body.get("metadata") or {}).get("continue") or "") or None
                     if fresh is None:
@@ -92,6 +113,18 @@ class FullWalk:
             if token is None:
                 return
 
+    async def _step_past(
+        self, error: ApiError, token: str | None, served: ServedResource, passed: str | None
+    ) -> tuple[Unreadable, str]:
+        """The undecodable object a one-object page failed on, and a continue token after it."""
+        bad = unreadable_object(error.corrupt_keys[0], namespaced=served.namespaced)
+        revision = token_revision(token)
+        if (token is not None and revision is None) or (passed is not None and bad.list_key <= passed):
+            # A token of another format, or one the apiserver did not follow: no safe way on.
+            raise ResourceAbandoned(f"cannot list past {bad.etcd_key}: {error.message}") from error
+        log.warning("%s: %s cannot be decoded; listing on after it", served.name, bad.etcd_key)
+        return bad, token_after(bad.list_key, revision or await self._revision_now())
+
     def _restart(self, entry: ResourceProgress, restarts: int) -> None:
         """A 410 without a fresh token: list again from the start, counting from the checkpoint."""
         if restarts > MAX_LIST_RESTARTS:
@@ -102,26 +135,34 @@ class FullWalk:
         log.warning("%s: list expired with no fresh continue token, restart %d", entry.name, restarts)
         self._progress.rewind(entry)  # drop the page that was cut short; keep committed counts
 
-    async def _list_page(self, served: ServedResource, token: str | None) -> dict[str, Any]:
+    async def _list_page(self, served: ServedResource, token: str | None, limit: int) -> dict[str, Any]:
         """One metadata-only page, under the same limiter and retry policy as the writes.
 
         Retries that run out raise RetryableFailure: the boundary reads that as an outage.
         """
         async for attempt in transient_retrying(LIST_ATTEMPTS):
             with attempt:
-                return await self._list_once(served, token)
+                return await self._list_once(served.name, served.collection_path(), token, limit)
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
-    async def _list_once(self, served: ServedResource, token: str | None) -> dict[str, Any]:
+    async def _revision_now(self) -> int:
+        """The store's current revision (a list's resourceVersion), for a walk with no token yet."""
+        async for attempt in transient_retrying(LIST_ATTEMPTS):
+            with attempt:
+                listed = await self._list_once("core/namespaces", "/api/v1/namespaces", None, 1)
+                return int((listed.get("metadata") or {}).get("resourceVersion") or 0)
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    async def _list_once(self, resource: str, path: str, token: str | None, limit: int) -> dict[str, Any]:
         await self._limiter.acquire()
         started = time.monotonic()
         code = "200"
         try:
-            return await self._api.list_metadata(
-                served.collection_path(), limit=self._page_size, continue_token=token
-            )
+            return await self._api.list_metadata(path, limit=limit, continue_token=token)
         except (ApiError, TransportError) as error:
             code = "transport" if isinstance(error, TransportError) else str(error.status)
+            if isinstance(error, ApiError) and error.corrupt_keys:
+                raise  # an answer about the data, not a transient failure: the walk steps past it
             retryable = as_retryable(error)
             if retryable is None:
                 raise
@@ -129,7 +170,7 @@ class FullWalk:
                 self._limiter.overloaded()
             raise retryable from error
         finally:
-            self._observer.request_done(served.name, code, time.monotonic() - started)
+            self._observer.request_done(resource, code, time.monotonic() - started)
 
 
 def list_key(item: dict[str, Any]) -> str:

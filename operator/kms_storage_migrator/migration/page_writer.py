@@ -17,12 +17,14 @@ from kms_storage_migrator.migration.outcome import FAILED_OUTCOMES, Outcome
 from kms_storage_migrator.migration.progress import MAX_FAILURES, Failure, MigrationProgress, ResourceProgress
 from kms_storage_migrator.migration.rewrite import Rewriter, RewriteResult, RewriteTarget
 from kms_storage_migrator.migration.status_publisher import MigrationObserver, MigrationSink
+from kms_storage_migrator.migration.unreadable import Unreadable
 from kms_storage_migrator.migration.verify import object_key
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex
 
 # A resource whose first writes are all forbidden is skipped instead of failing object by object.
 FORBIDDEN_STREAK_LIMIT = 10
 LEARNABLE = frozenset({Outcome.REWRITTEN, Outcome.UNCHANGED})
+UNREADABLE = "StorageReadError"  # the apiserver's reason for a value it cannot decode
 
 
 @dataclass
@@ -96,6 +98,19 @@ class PageWriter:
             entry.counts.record(Outcome.UNCHANGED)
             self._observer.outcome(entry.name, Outcome.UNCHANGED)
 
+    def record_unreadable(self, entry: ResourceProgress, objects: Sequence[Unreadable]) -> None:
+        """Stored objects the apiserver cannot decode: each a failure, named by its etcd key."""
+        for unreadable in objects:
+            entry.counts.record(Outcome.REFUSED)
+            self._observer.outcome(entry.name, Outcome.REFUSED)
+            message = (
+                f"the apiserver cannot decode the stored object (etcd key {unreadable.etcd_key}): "
+                "restore it from a backup, or delete it"
+            )
+            self._note_failure(
+                Failure(entry.name, unreadable.namespace or "", unreadable.name, UNREADABLE, message)
+            )
+
     async def announce(self) -> None:
         """Send the failure events of the objects written since the last page began."""
         messages, self._unannounced = self._unannounced, []
@@ -120,14 +135,18 @@ class PageWriter:
             key = object_key(target.resource, self.index, target.namespace, target.name, root=self._root)
             await self._learner.learn_from(entry, key)
 
-    async def _record_failure(self, entry: ResourceProgress, result: RewriteResult) -> None:
-        target = result.target
-        reason = result.reason or result.outcome.value
-        failure = Failure(entry.name, target.namespace or "", target.name, reason, result.message)
+    def _note_failure(self, failure: Failure) -> None:
+        """Into status (bounded); the first few also as events once the page is final."""
         first_few = self._progress.failures_total < MAX_FAILURES
         self._progress.record_failure(failure)
         if first_few:
-            self._unannounced.append(f"{target.describe()}: {failure.reason}: {failure.message}"[:400])
+            where = f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
+            self._unannounced.append(f"{failure.resource} {where}: {failure.reason}: {failure.message}"[:400])
+
+    async def _record_failure(self, entry: ResourceProgress, result: RewriteResult) -> None:
+        target = result.target
+        reason = result.reason or result.outcome.value
+        self._note_failure(Failure(entry.name, target.namespace or "", target.name, reason, result.message))
         streak = self._forbidden_streak.get(entry.name, 0)
         if result.reason == "Forbidden" and streak >= 0:
             self._forbidden_streak[entry.name] = streak + 1

@@ -332,6 +332,7 @@ class MigrationRunner:
                     if written.exhausted:
                         await self._outages.require_available()
                 self._writer.record_current(entry, page.current)
+                self._writer.record_unreadable(entry, page.unreadable)
                 entry.commit(continue_token=page.continue_token, last_key=page.last_key)
                 await self._writer.announce()
                 if page.final:

@@ -13,6 +13,7 @@ from typing import Protocol
 from kms_storage_migrator.migration.progress import ResourceProgress
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteTarget
+from kms_storage_migrator.migration.unreadable import Unreadable
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Page:
     # Counted, not skipped silently: after a restart these include what the killed process
     # rewrote after its last checkpoint, and every object must still be counted once.
     current: int = 0
+    # Full: stored objects the apiserver cannot decode, stepped past; each is a failure.
+    unreadable: Sequence[Unreadable] = ()
 
 
 class Walk(Protocol):
