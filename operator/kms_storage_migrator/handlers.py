@@ -123,7 +123,10 @@ async def migrate(
     memo: Any,
     **_: Any,
 ) -> None:
-    """Run or resume one StorageMigration; deletion or operator exit sets ``stopped``."""
+    """Run or resume one StorageMigration; deletion or operator exit sets ``stopped``.
+
+    ``spec`` is kopf's live view of the object, so ``spec.suspend`` is read as it changes.
+    """
     try:
         await run_migration(
             memo.context,
@@ -134,6 +137,7 @@ async def migrate(
             generation=meta.get("generation"),
             created_at=meta.get("creationTimestamp"),
             should_stop=lambda: bool(stopped),
+            is_suspended=lambda: spec.get("suspend") is True,
         )
     except RunAgainLater as error:
         # kopf runs the daemon again; the migration resumes from its last stored checkpoint.

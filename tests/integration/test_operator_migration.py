@@ -207,11 +207,17 @@ def test_targeted_mode_after_rotation_rewrites_exactly_the_stale_objects(legacy:
 def test_kubectl_get_shows_the_progress_columns(legacy: LegacyCluster) -> None:
     table = legacy.cluster.kubectl("get", "storagemigrations")
     header, *rows = table.splitlines()
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "REWRITTEN", "FAILED", "STALE", "AGE"]
-    encrypt = next(row.split() for row in rows if row.startswith("encrypt "))
-    assert encrypt[1:3] == ["Succeeded", "100%"]
-    assert int(encrypt[3]) >= len(legacy.before)
-    assert encrypt[4:6] == ["0", "0"]
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "REWRITTEN", "FAILED", "STALE", "ETA", "AGE"]
+    encrypt = next(row for row in rows if row.startswith("encrypt "))
+    # A finished migration has no ETA: the column is blank, so AGE follows STALE.
+    eta = header.index("ETA")
+    assert encrypt[eta : eta + 3].strip() == ""
+    cells = encrypt.split()
+    assert cells[1:3] == ["Succeeded", "100%"]
+    assert int(cells[3]) >= len(legacy.before)
+    assert cells[4:6] == ["0", "0"]
+    wide = legacy.cluster.kubectl("get", "storagemigrations", "-o", "wide").splitlines()[0].split()
+    assert wide[-3:] == ["RATE", "MODE", "KEY"]
     short = legacy.cluster.kubectl("get", "sm", "encrypt", "-o", "name")
     assert short.strip() == "storagemigration.kms-storage-migrator.io/encrypt"
 

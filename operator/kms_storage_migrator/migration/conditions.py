@@ -1,4 +1,4 @@
-"""The Ready, Progressing and Degraded conditions of a migration, from its progress. Pure."""
+"""The Ready, Progressing, Degraded and Suspended conditions of a migration, from its progress. Pure."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kms_storage_migrator.migration.status_parts import (
     VerificationResult,
     clip,
 )
+from kms_storage_migrator.migration.suspension import RESUMED, SUSPENDED
 
 if TYPE_CHECKING:
     from kms_storage_migrator.migration.progress import MigrationProgress
@@ -37,29 +38,51 @@ def set_condition(
 
 
 def derive_conditions(progress: MigrationProgress, now: str) -> list[dict[str, Any]]:
-    """Ready, Progressing and Degraded from the phase, failures and verification."""
+    """Ready, Progressing and Degraded from the phase, failures and verification; Suspended once used."""
     phase = progress.phase
     conditions = progress.conditions
     ready = phase is Phase.SUCCEEDED
+    shown = SUSPENDED if progress.suspended else phase.value
     conditions = set_condition(
         conditions,
         "Ready",
         status=ready,
-        reason=phase.value,
-        message=progress.message or f"migration is {phase.value}",
+        reason=shown,
+        message=progress.message or f"migration is {shown}",
         now=now,
     )
-    progressing = phase in ACTIVE_PHASES
+    progressing = phase in ACTIVE_PHASES and not progress.suspended
     conditions = set_condition(
         conditions,
         "Progressing",
         status=progressing,
-        reason=phase.value if progressing else ("Waiting" if phase is Phase.PENDING else "Finished"),
-        message=progress.message or phase.value,
+        reason=shown if progressing or progress.suspended else _idle_reason(phase),
+        message=progress.message or shown,
         now=now,
     )
     degraded, reason, message = _degradation(progress)
-    return set_condition(conditions, "Degraded", status=degraded, reason=reason, message=message, now=now)
+    conditions = set_condition(
+        conditions, "Degraded", status=degraded, reason=reason, message=message, now=now
+    )
+    return _suspension(conditions, progress, now)
+
+
+def _idle_reason(phase: Phase) -> str:
+    return "Waiting" if phase is Phase.PENDING else "Finished"
+
+
+def _suspension(
+    conditions: list[dict[str, Any]], progress: MigrationProgress, now: str
+) -> list[dict[str, Any]]:
+    """Suspended=True while suspended; once resumed it stays, False, so the history shows."""
+    if progress.suspended:
+        return set_condition(
+            conditions, SUSPENDED, status=True, reason=SUSPENDED, message=progress.message, now=now
+        )
+    if any(c.get("type") == SUSPENDED for c in conditions):
+        message = "resumed: spec.suspend is false"
+        return set_condition(conditions, SUSPENDED, status=False, reason=RESUMED, message=message, now=now)
+    return conditions
 
 
 def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:

@@ -31,6 +31,7 @@ from kms_storage_migrator.migration.status_parts import (
     clip,
     to_int,
 )
+from kms_storage_migrator.migration.suspension import SUSPENDED
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -218,6 +219,10 @@ class MigrationProgress:
     key_id: str | None = None
     verification: Verification | None = None
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    # spec.suspend took effect: status shows phase Suspended, ``phase`` keeps the one to resume in.
+    suspended: bool = False
+    rate: float | None = None  # objects per second over the last minute, while migrating
+    eta: str | None = None  # e.g. "3m10s"; None while unknown
 
     def track(self, chosen: Sequence[ServedResource], dropped: Sequence[DroppedResource]) -> None:
         """Adopt what discovery chose: new types start Pending, types no longer served are Done."""
@@ -285,7 +290,10 @@ def to_status(progress: MigrationProgress, now: str) -> dict[str, Any]:
     totals = progress.totals()
     progress.conditions = derive_conditions(progress, now)
     document: dict[str, Any] = {
-        "phase": progress.phase.value,
+        "phase": SUSPENDED if progress.suspended else progress.phase.value,
+        "suspendedPhase": progress.phase.value if progress.suspended else None,
+        "rate": progress.rate,
+        "eta": progress.eta or None,
         "message": clip(progress.message),
         "progress": f"{totals.percent}%",
         "totals": totals.to_status(),
@@ -309,6 +317,9 @@ def from_status(status: Mapping[str, Any] | None) -> MigrationProgress:
     """Rebuild progress from a stored status (resume after a restart); tolerant of missing fields."""
     status = status or {}
     phase_text = status.get("phase") or Phase.PENDING
+    suspended = phase_text == SUSPENDED
+    if suspended:
+        phase_text = status.get("suspendedPhase") or Phase.PENDING
     phase = Phase(phase_text) if phase_text in Phase._value2member_map_ else Phase.PENDING
     generation = status.get("observedGeneration")
     verification = status.get("verification")
@@ -328,4 +339,11 @@ def from_status(status: Mapping[str, Any] | None) -> MigrationProgress:
         key_id=status.get("keyId") or None,
         verification=Verification.from_status(verification) if verification else None,
         conditions=[dict(c) for c in status.get("conditions") or []],
+        suspended=suspended,
+        rate=_rate(status.get("rate")),
+        eta=status.get("eta") or None,
     )
+
+
+def _rate(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -59,6 +59,7 @@ from kms_storage_migrator.migration.status_publisher import (
     StatusPublisher,
     utc_now,
 )
+from kms_storage_migrator.migration.suspension import MigrationSuspended
 from kms_storage_migrator.migration.targeted_walk import TargetedWalk
 from kms_storage_migrator.migration.verdict import Verdict, decide, failed_resources
 from kms_storage_migrator.migration.verify import resource_index, verify_resources
@@ -96,6 +97,7 @@ class MigrationRunner:
         observer: MigrationObserver | None = None,
         cr_key: str | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        should_suspend: Callable[[], bool] = lambda: False,
         method: RewriteMethod = RewriteMethod.MERGE_PATCH,
         generation: int | None = None,
         status_interval: float = STATUS_INTERVAL_SECONDS,
@@ -117,6 +119,7 @@ class MigrationRunner:
         self._etcd = etcd
         self._cr_key = cr_key  # our own CR's etcd key: its stored form is the reference format
         self._should_stop = should_stop
+        self._should_suspend = should_suspend
         self._generation = generation
         self._root = etcd_prefix
         watcher: MigrationObserver = observer or NullObserver()
@@ -191,12 +194,14 @@ class MigrationRunner:
         pinned = pin_mode(self._spec.mode, self._etcd is not None, self.progress.mode)
         self._mode = pinned.mode
         reached = self.progress.phase
+        self._check_suspend()
         await self._discover()
         if pinned.converted_from is not None:
             await self._convert_checkpoints(pinned)
         self.progress.mode = self._mode.value
         for step in self._steps():
             if PHASE_ORDER.index(step.phase) >= PHASE_ORDER.index(reached):
+                self._check_suspend()
                 await step.run()
                 await self._outages.settled()
 
@@ -339,6 +344,7 @@ class MigrationRunner:
                     entry.phase = ResourcePhase.DONE
                 await self._publisher.publish(force=True)
                 await self._outages.settled()
+                self._check_suspend()  # the page is committed: a suspended run resumes after it
         except RetryableFailure as failure:
             await self._outages.require_available()  # an outage, or this resource alone fails
             raise ResourceAbandoned(f"cannot list: {failure}") from failure
@@ -392,6 +398,11 @@ class MigrationRunner:
         await self._finish(decide(self.progress, report, self._mode))
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    def _check_suspend(self) -> None:
+        """Leave at a boundary (page committed, or between steps) when spec.suspend is set."""
+        if self._should_suspend():
+            raise MigrationSuspended("spec.suspend is true")
 
     def _pending(self) -> list[tuple[ResourceProgress, ServedResource]]:
         return [

@@ -29,6 +29,13 @@ from kms_storage_migrator.migration.progress import (
 )
 from kms_storage_migrator.migration.runner import MigrationRunner
 from kms_storage_migrator.migration.status_publisher import MigrationSink, utc_now
+from kms_storage_migrator.migration.suspension import (
+    RESUMED,
+    SUSPENDED,
+    MigrationSuspended,
+    resumed_message,
+    suspended_message,
+)
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, etcd_prefix
 
@@ -46,6 +53,8 @@ EVENT_NAMESPACE = "default"
 # A migration that never started waits this long at operator start, so an interrupted one
 # (which already holds progress) takes the single slot first.
 NEW_MIGRATION_HEAD_START = 3.0
+# How often a suspended migration looks at spec.suspend (kopf keeps the spec live) and its stop flag.
+SUSPENDED_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -129,9 +138,12 @@ async def run_migration(
     generation: int | None,
     should_stop: Callable[[], bool],
     created_at: str | None = None,
+    is_suspended: Callable[[], bool] = lambda: False,
 ) -> None:
     """Run (or resume) one StorageMigration until it finishes or is asked to stop.
 
+    ``is_suspended`` reads the live ``spec.suspend``: a suspended migration leaves the slot at a
+    page boundary and waits here, holding only its checkpoint, until it is resumed or deleted.
     Raises :class:`RunAgainLater` when the final status could not be stored: the migration
     resumes from its last stored checkpoint when run again.
     """
@@ -144,32 +156,110 @@ async def run_migration(
     except PlanError as error:
         await _finish_invalid(sink, progress, str(error))
         return
-    if progress.start_time is None:
-        await asyncio.sleep(NEW_MIGRATION_HEAD_START)
-    if context.slot.locked():
-        await _wait_pending(sink, progress, context.running)
-    async with context.slot:
-        context.running = name
-        try:
-            runner = MigrationRunner(
-                context.api,
-                migration_spec,
-                progress,
-                sink,
-                etcd=context.etcd,
-                observer=context.metrics.for_migration(name) if context.metrics else None,
-                cr_key=cr_key(name, context.etcd_prefix),
-                should_stop=should_stop,
-                generation=generation,
-                etcd_prefix=context.etcd_prefix,
-                gate=ApiserverKeyGate(context.api),
-                created_at=_timestamp(created_at),
-            )
-            await runner.run()
-        except MigrationStopped as reason:
-            log.info("migration %s stopped: %s", name, reason)
-        finally:
-            context.running = None
+    try:
+        while True:
+            if is_suspended() and not await _hold(sink, progress, name, is_suspended, should_stop):
+                return  # deleted (or the operator exits) while suspended
+            if progress.suspended:
+                await _resume(sink, progress)
+            if progress.start_time is None:
+                await asyncio.sleep(NEW_MIGRATION_HEAD_START)
+            if context.slot.locked():
+                await _wait_pending(sink, progress, context.running)
+            async with context.slot:
+                suspended = await _run_once(
+                    context,
+                    progress,
+                    name=name,
+                    spec=migration_spec,
+                    sink=sink,
+                    should_stop=should_stop,
+                    is_suspended=is_suspended,
+                    generation=generation,
+                    created_at=created_at,
+                )
+            if not suspended:
+                return
+    except MigrationStopped as reason:
+        log.info("migration %s stopped: %s", name, reason)
+
+
+async def _run_once(
+    context: OperatorContext,
+    progress: MigrationProgress,
+    *,
+    name: str,
+    spec: MigrationSpec,
+    sink: MigrationSink,
+    should_stop: Callable[[], bool],
+    is_suspended: Callable[[], bool],
+    generation: int | None,
+    created_at: str | None,
+) -> bool:
+    """One run holding the slot; True when it left because it was suspended (run it again later)."""
+    context.running = name
+    try:
+        runner = MigrationRunner(
+            context.api,
+            spec,
+            progress,
+            sink,
+            etcd=context.etcd,
+            observer=context.metrics.for_migration(name) if context.metrics else None,
+            cr_key=cr_key(name, context.etcd_prefix),
+            should_stop=should_stop,
+            should_suspend=is_suspended,
+            generation=generation,
+            etcd_prefix=context.etcd_prefix,
+            gate=ApiserverKeyGate(context.api),
+            created_at=_timestamp(created_at),
+        )
+        await runner.run()
+        return False
+    except MigrationSuspended:
+        return True
+    finally:
+        context.running = None
+
+
+async def _hold(
+    sink: MigrationSink,
+    progress: MigrationProgress,
+    name: str,
+    is_suspended: Callable[[], bool],
+    should_stop: Callable[[], bool],
+) -> bool:
+    """Show Suspended and wait while spec.suspend holds; False when stopped meanwhile."""
+    if not progress.suspended:
+        totals = progress.totals()
+        progress.suspended = True
+        progress.rate = progress.eta = None
+        progress.message = suspended_message(
+            name, progress.phase.value, totals.counts.done, totals.objects_total
+        )
+        await _publish(sink, progress)
+        await sink.event("Normal", SUSPENDED, progress.message)
+    while is_suspended():
+        if should_stop():
+            return False
+        await asyncio.sleep(SUSPENDED_POLL_SECONDS)
+    return True
+
+
+async def _resume(sink: MigrationSink, progress: MigrationProgress) -> None:
+    """Leave Suspended: the run that follows publishes its own progress from the checkpoint."""
+    progress.suspended = False
+    progress.message = resumed_message(progress.phase.value)
+    await _publish(sink, progress)
+    await sink.event("Normal", RESUMED, progress.message)
+
+
+async def _publish(sink: MigrationSink, progress: MigrationProgress) -> None:
+    """Best effort: a lost Suspended/Resumed status is shown again by the next publish."""
+    try:
+        await sink.publish(to_status(progress, utc_now()))
+    except (ApiError, TransportError) as error:
+        log.warning("status update failed: %s", error)
 
 
 def _timestamp(text: str | None) -> datetime.datetime | None:

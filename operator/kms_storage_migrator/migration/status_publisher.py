@@ -1,23 +1,28 @@
 """Publishing a migration's status: at every phase change and page end, from a ticker, and at the end.
 
 Progress is best effort (a missed checkpoint only means redoing a page after a crash); the final
-status is the result, so it is retried, and when it never lands the caller hears about it.
+status is the result, so it is retried, and when it never lands the caller hears about it. A
+document that shows nothing new is not sent (``publish_policy.py``): every publish is a row in
+``kubectl get sm -w``. The rate and ETA are sampled here, at every document built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from kms_storage_migrator.kube import ApiError, TransportError
 from kms_storage_migrator.migration.boundary import MigrationStopped, RunAgainLater, as_retryable
 from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.progress import MigrationProgress, Phase, to_status
+from kms_storage_migrator.migration.publish_policy import worth_publishing
+from kms_storage_migrator.migration.rate import RateWindow, eta_seconds, format_eta, rounded_rate
 from kms_storage_migrator.migration.ratelimit import RetryableFailure, transient_retrying
 from kms_storage_migrator.migration.rewrite import NoObserver, RewriteObserver
 
@@ -64,27 +69,52 @@ class StatusPublisher:
         observer: MigrationObserver,
         *,
         interval: float = STATUS_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._progress = progress
         self._sink = sink
         self._observer = observer
         self._interval = interval
+        self._clock = clock
         self._published_at = 0.0
+        self._published: dict[str, Any] | None = None  # the last document that landed
+        self._rates = RateWindow()
         self._lock = asyncio.Lock()
 
     def _document(self) -> dict[str, Any]:
+        self._measure_rate()
         document = to_status(self._progress, utc_now())
         self._observer.status(self._progress.phase, int(document["totals"]["remaining"]))
         return document
 
+    def _measure_rate(self) -> None:
+        """Rate and ETA mean something only while objects are being written."""
+        progress = self._progress
+        if progress.phase is not Phase.MIGRATING or progress.suspended:
+            progress.rate = progress.eta = None
+            return
+        totals = progress.totals()
+        now = self._clock()
+        self._rates.record(now, totals.counts.done)
+        rate = self._rates.rate(now)
+        progress.rate = rounded_rate(rate)
+        progress.eta = format_eta(eta_seconds(totals.remaining, rate))
+
     async def publish(self, *, force: bool = False) -> None:
-        """Store the status now (``force``) or when the interval has passed; failures are logged."""
-        if not force and time.monotonic() - self._published_at < self._interval:
+        """Store the status now (``force``) or when the interval has passed, if it shows something new.
+
+        Failures are logged: the next publish carries the same and more.
+        """
+        if not force and self._clock() - self._published_at < self._interval:
             return
         async with self._lock:
-            self._published_at = time.monotonic()
+            document = self._document()
+            if not worth_publishing(self._published, document, self._clock() - self._published_at):
+                return
+            self._published_at = self._clock()
             try:
-                await self._sink.publish(self._document())
+                await self._sink.publish(document)
+                self._published = copy.deepcopy(document)
             except (ApiError, TransportError) as error:
                 log.warning("status update failed (next one in %ss): %s", self._interval, error)
 
@@ -100,6 +130,7 @@ class StatusPublisher:
                 with attempt:
                     async with self._lock:
                         await self._publish_once(document)
+                        self._published = copy.deepcopy(document)
         except (RetryableFailure, ApiError) as error:
             raise RunAgainLater(f"cannot store the final status: {error}") from error
 
