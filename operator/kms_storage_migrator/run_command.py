@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from kms_storage_migrator.auto_migrate.loop import DEFAULT_INTERVAL_SECONDS, beside_operator
+from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.scan import require_apiserver_keys
 from kms_storage_migrator.kube import KubeApi, load_credentials
 from kms_storage_migrator.leader import DEFAULT_LEASE_NAME, REQUEST_TIMEOUT_SECONDS, lead, lease_settings
@@ -21,6 +24,8 @@ from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader, etcd_root_
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
 
 DEFAULT_METRICS_PORT = 9090
+AUTO_MIGRATE_ENV = "KMS_STORAGE_MIGRATOR_AUTO_MIGRATE"
+_SWITCH = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 ETCD_FLAGS = ("etcd_config", "etcd_endpoints", "etcd_cacert", "etcd_cert", "etcd_key")
 
 
@@ -78,6 +83,22 @@ def register(subparsers: Any) -> None:
         help=f"the apiserver's --etcd-prefix (env KMS_STORAGE_MIGRATOR_ETCD_PREFIX; default {DEFAULT_ROOT})",
     )
     parser.add_argument(
+        "--auto-migrate",
+        action="store_true",
+        default=os.environ.get(AUTO_MIGRATE_ENV, ""),
+        help="create a StorageMigration by itself when the apiservers switch to a new KMS key, and "
+        "at start when etcd holds objects under an older key (with etcd access); needs create on "
+        f"storagemigrations (env {AUTO_MIGRATE_ENV}=true; default: off)",
+    )
+    parser.add_argument(
+        "--auto-migrate-interval",
+        type=_at_least_one,
+        default=_env("KMS_STORAGE_MIGRATOR_AUTO_MIGRATE_INTERVAL", int(DEFAULT_INTERVAL_SECONDS)),
+        metavar="SECONDS",
+        help="how often --auto-migrate checks the apiservers' key (env "
+        f"KMS_STORAGE_MIGRATOR_AUTO_MIGRATE_INTERVAL; default {DEFAULT_INTERVAL_SECONDS:.0f})",
+    )
+    parser.add_argument(
         "--leader-elect",
         action="store_true",
         help="run only while holding a coordination.k8s.io Lease, so replicas can stand by "
@@ -124,6 +145,16 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def switch(value: bool | str, name: str) -> bool:
+    """A flag given as a flag (True) or through the environment (``true``/``false``...)."""
+    if isinstance(value, bool):
+        return value
+    parsed = _SWITCH.get(value.strip().lower())
+    if parsed is None:
+        raise UserError(f"{name}={value!r}: expected true or false")
+    return parsed
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
@@ -139,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         if args.leader_elect
         else None
     )
+    auto_migrate = switch(args.auto_migrate, AUTO_MIGRATE_ENV)
     etcd_config = None
     if any(getattr(args, flag) is not None for flag in ETCD_FLAGS):
         etcd_config = EtcdConfig.from_args(args)
@@ -157,13 +189,26 @@ def run(args: argparse.Namespace) -> int:
     )
     memo = OperatorMemo(credentials, context)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+
+    def operator() -> Coroutine[Any, Any, None]:
+        if not auto_migrate:
+            return operate(memo, liveness)
+        # Beside kopf, so with --leader-elect only the Lease holder creates migrations.
+        return beside_operator(
+            operate(memo, liveness),
+            credentials,
+            etcd_config=etcd_config,
+            etcd_root=args.etcd_prefix,
+            interval_seconds=args.auto_migrate_interval,
+        )
+
     if lease is None:
-        asyncio.run(operate(memo, liveness))
+        asyncio.run(operator())
         return 0
     # The Lease has a client of its own: renewals must not queue behind the engine's requests,
     # and a short timeout keeps one hung request inside the renew deadline.
     lease_api = KubeApi(credentials, request_timeout=REQUEST_TIMEOUT_SECONDS)
-    asyncio.run(lead(lease, lease_api, lambda: operate(memo, liveness), health_port=args.health_port))
+    asyncio.run(lead(lease, lease_api, operator, health_port=args.health_port))
     return 0
 
 

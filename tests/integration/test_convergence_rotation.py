@@ -104,7 +104,12 @@ def stored_key_id(cluster: DevCluster, etcd_key: str) -> str:
     """The keyID field (2) of the stored EncryptedObject, read with etcdctl and decoded here."""
     value = cluster.etcd_value(etcd_key)
     assert value is not None, etcd_key
-    assert value.startswith(KMS_PREFIX), value[:20]
+    return key_id_of(value, etcd_key)
+
+
+def key_id_of(value: bytes, etcd_key: str) -> str:
+    """The keyID field (2) of a stored KMS v2 EncryptedObject (``k8s:enc:kms:v2:<provider>:...``)."""
+    assert value.startswith(KMS_PREFIX), f"{etcd_key}: {value[:20]!r}"
     body = value[value.index(b":", len(KMS_PREFIX)) + 1 :]
     position = 0
     while position < len(body):

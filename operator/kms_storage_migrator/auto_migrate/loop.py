@@ -9,6 +9,7 @@ included. RBAC beyond the operator's: ``create`` on storagemigrations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from kms_storage_migrator.convergence.gate import Converged, NoMetricsAccess
 from kms_storage_migrator.convergence.scrape import assess_once
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.scan import crd_index_from_etcd, scan_inventory
-from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
+from kms_storage_migrator.kube import ApiCredentials, ApiError, KubeApi, TransportError
 from kms_storage_migrator.migration.service import GROUP, PLURAL, VERSION, CustomResourceSink
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
@@ -154,10 +155,40 @@ async def run_auto_migrate(
         await sleep(interval_seconds)
 
 
+async def beside_operator(
+    operator: Awaitable[None],
+    credentials: ApiCredentials,
+    *,
+    etcd_config: EtcdConfig | None,
+    etcd_root: EtcdRoot = DEFAULT_ROOT,
+    interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+) -> None:
+    """Run ``operator`` (kopf) with the auto-migrate loop beside it, on a client of its own;
+    the loop ends when the operator does."""
+    async with KubeApi(credentials) as api:
+        scan = etcd_scanner(etcd_config, etcd_root) if etcd_config is not None else None
+        migrator = AutoMigrator(api, gate_observer(api), scan)
+        loop = asyncio.create_task(run_auto_migrate(migrator, interval_seconds), name="auto-migrate")
+        loop.add_done_callback(_report_end)
+        try:
+            await operator
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    # The loop catches what a check may meet; anything else is a bug and must not pass unseen.
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("auto-migrate stopped: no more automatic migrations", exc_info=task.exception())
+
+
 __all__ = [
     "DEFAULT_INTERVAL_SECONDS",
     "AutoMigrator",
     "NothingToDo",
+    "beside_operator",
     "etcd_scanner",
     "gate_observer",
     "run_auto_migrate",
