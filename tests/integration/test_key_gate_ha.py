@@ -3,7 +3,9 @@
 After ``rotate_kek(restart=False)`` each apiserver switches to the new key only at its own next
 KMS Status poll. A migration started at once must wait (WaitingForKey, naming the laggards)
 and only then rewrite; an independent etcdctl read then finds every object under the new key.
-And when one apiserver can never switch (its KMS plugin stopped), the gate times out naming it.
+The same in Full mode with an operator that has no etcd access: the gate alone must make it
+right, since nothing verifies. And when one apiserver can never switch (its KMS plugin
+stopped), the gate times out naming it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ PREFIXES = ("/registry/configmaps/", "/registry/secrets/")
 class HaCluster:
     cluster: DevCluster
     log: Path
+    operator: OperatorProcess  # with etcd access; a test may swap it for one without
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,8 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaCluster]:
         cluster.kubectl("create", "-f", "-", input=configmaps_list(NAMESPACE, 60, prefix="gate"))
         install_crd(cluster)
         log = directory / "operator.log"
-        with OperatorProcess(cluster, log):
-            yield HaCluster(cluster, log)
+        with OperatorProcess(cluster, log) as operator:
+            yield HaCluster(cluster, log, operator)
     finally:
         cluster.down()
 
@@ -157,6 +160,47 @@ def test_a_migration_right_after_a_rotation_waits_for_every_apiserver_then_leave
     assert scan_for_key(cluster, new_key).returncode == EXIT_KEY_IN_USE
 
 
+def test_full_mode_without_etcd_access_waits_for_every_apiserver_then_leaves_nothing_on_the_old_key(
+    ha: HaCluster,
+) -> None:
+    cluster = ha.cluster
+    # Only one operator may run: the one with etcd access steps aside for one without.
+    ha.operator.stop()
+    blind_log = ha.log.with_name("operator-without-etcd.log")
+    try:
+        with OperatorProcess(cluster, blind_log, etcd=False):
+            old_key = cluster.current_key_id()
+            assert len(under_key(stored_values(cluster), old_key)) >= 60
+            new_key = cluster.rotate_kek(restart=False)
+            apply_migration(cluster, "full-blind", {"mode": "Full", "resources": SELECTION})
+            waiting = wait_for(
+                cluster,
+                "full-blind",
+                lambda m: conditions(m).get("KeyConverged", {}).get("status") == "False",
+                timeout=60,
+                log=blind_log,
+            )
+            assert waiting["status"]["phase"] == "WaitingForKey"
+            lagging = conditions(waiting)["KeyConverged"]
+            assert lagging["reason"] == "ApiserversLagging"
+            assert any(identity in lagging["message"] for identity in identities(cluster))
+            assert (waiting["status"].get("totals") or {}).get("rewritten", 0) == 0  # nothing written yet
+
+            done = wait_finished(cluster, "full-blind", log=blind_log, timeout=240)
+    finally:
+        ha.operator.start()
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["mode"] == "Full"
+    assert conditions(done)["KeyConverged"]["status"] == "True"
+    assert status["totals"]["rewritten"] >= 60
+
+    # Nothing verified it (no etcd access): etcdctl is the judge.
+    after = stored_values(cluster)
+    assert under_key(after, old_key) == []
+    assert sorted(key for key in after if key not in under_key(after, new_key)) == []
+
+
 def test_the_gate_times_out_naming_the_apiserver_whose_kms_plugin_is_down(ha: HaCluster) -> None:
     cluster = ha.cluster
     cluster.stop_kms_plugin(3)
@@ -179,4 +223,4 @@ def test_the_gate_times_out_naming_the_apiserver_whose_kms_plugin_is_down(ha: Ha
     assert gate["reason"] == "ApiserversLagging"
     # Nothing was written: the gate holds before the first write.
     assert all(resource.get("rewritten", 0) == 0 for resource in status.get("resources") or [])
-    assert status.get("counts", {}).get("rewritten", 0) == 0
+    assert (status.get("totals") or {}).get("rewritten", 0) == 0
