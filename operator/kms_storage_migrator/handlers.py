@@ -6,6 +6,7 @@ side effects and `run` decides exactly what the operator does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -24,6 +25,7 @@ from kms_storage_migrator.migration.service import (
     RunAgainLater,
     run_migration,
 )
+from kms_storage_migrator.serving import Insights, discovery_lists, serve_until_stopped
 from kms_storage_migrator.storage.etcd import EtcdReader
 
 registry = kopf.OperatorRegistry()
@@ -146,10 +148,19 @@ async def migrate(
 
 async def operate(memo: OperatorMemo, liveness_endpoint: str | None) -> None:
     """Run kopf with these handlers until the operator is told to stop: cluster-wide, one replica."""
-    await kopf.operator(
-        registry=registry,
-        clusterwide=True,
-        standalone=True,
-        memo=memo,
-        liveness_endpoint=liveness_endpoint,
+
+    async def run_kopf(insights: Insights, stop: asyncio.Event) -> None:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=True,
+            standalone=True,
+            memo=memo,
+            liveness_endpoint=liveness_endpoint,
+            insights=insights,
+            stop_flag=stop,
+        )
+
+    api = memo.context.api
+    await serve_until_stopped(
+        run_kopf, lambda: discovery_lists(api, GROUP, VERSION, PLURAL), group=GROUP, plural=PLURAL
     )
