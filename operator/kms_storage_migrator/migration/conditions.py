@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kms_storage_migrator.migration.guidance import what_to_do
 from kms_storage_migrator.migration.status_parts import (
     ACTIVE_PHASES,
     Failure,
@@ -95,10 +96,11 @@ def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
     if progress.failures_total:
         first = progress.failures[0] if progress.failures else None
         example = f", e.g. {first.resource} {_object_name(first)}: {first.reason}" if first else ""
+        advice = f"; what to do: {what_to_do(first.reason, first.message, first.resource)}" if first else ""
         return (
             True,
             "ObjectsNotRewritten",
-            f"{progress.failures_total} object(s) could not be rewritten{example}",
+            f"{progress.failures_total} object(s) could not be rewritten{example}{advice}",
         )
     return False, "AsExpected", "no failures"
 

@@ -28,6 +28,7 @@ from kms_storage_migrator.migration.converged_format import reconcile
 from kms_storage_migrator.migration.discovery import discover
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.full_walk import FullWalk, adopt_etcd_checkpoint
+from kms_storage_migrator.migration.guidance import advice_lines, what_to_do
 from kms_storage_migrator.migration.key_gate import (
     KEY_CONVERGED,
     PREVIOUS_KEYS_IN_USE,
@@ -318,7 +319,11 @@ class MigrationRunner:
                 entry.phase = ResourcePhase.FAILED
                 entry.message = str(reason)
                 await self._writer.announce()  # the failures that led to it are final
-                await self._sink.event("Warning", "ResourceSkipped", f"{entry.name}: {reason}")
+                advice = (
+                    what_to_do("Forbidden", str(reason), entry.name) if "forbidden" in str(reason) else ""
+                )
+                skipped = f"{entry.name}: {reason}" + (f"; what to do: {advice}" if advice else "")
+                await self._sink.event("Warning", "ResourceSkipped", skipped)
             await self._publisher.publish(force=True)
 
     async def _walk_resource(self, walk: Walk, entry: ResourceProgress, served: ServedResource) -> None:
@@ -434,7 +439,9 @@ class MigrationRunner:
         progress = self.progress
         progress.completion_time = utc_now()
         kind = "Normal" if verdict.phase is Phase.SUCCEEDED else "Warning"
-        await self._sink.event(kind, verdict.phase.value, verdict.message)
+        advice = advice_lines((f.reason, f.message, f.resource) for f in progress.failures)
+        event = "; ".join([verdict.message, *(f"what to do: {line}" for line in advice)])
+        await self._sink.event(kind, verdict.phase.value, event)
         log.info("migration finished: %s (%s): %s", verdict.phase.value, verdict.reason, verdict.message)
         progress.phase = verdict.phase
         progress.message = verdict.message

@@ -47,6 +47,9 @@ _KNOWN_STATUS_FIELDS = frozenset(
         "failuresTotal",
         "verification",
         "conditions",
+        "suspendedPhase",
+        "rate",
+        "eta",
     }
 )
 
@@ -81,6 +84,7 @@ class Verification:
     stale: int | None
     examples: list[str]
     message: str | None
+    keys_in_use: list[tuple[str, int]] = field(default_factory=list)  # (KMS key id, objects)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,10 @@ class MigrationView:
     failures_total: int | None
     verification: Verification | None
     conditions: list[Condition]
-    # Status fields this view has no place for (rate, eta, keys, ...): shown as they are.
+    suspended_phase: str | None = None  # while Suspended: the phase it resumes in
+    rate: str | None = None  # objects/s over the last minute, as shown ("48.7/s")
+    eta: str | None = None
+    # Status fields this view has no place for: shown as they are.
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,6 +156,9 @@ def read_migration(document: Mapping[str, Any]) -> MigrationView:
             )
             for item in _mappings(status.get("conditions"))
         ],
+        suspended_phase=_text(status.get("suspendedPhase")),
+        rate=_rate(status.get("rate")),
+        eta=_text(status.get("eta")),
         extra={
             key: value
             for key, value in status.items()
@@ -212,7 +222,18 @@ def _verification(item: Mapping[str, Any]) -> Verification:
         stale=_count(item.get("stale")),
         examples=[text for text in map(_text, examples) if text] if isinstance(examples, list) else [],
         message=_text(item.get("message")),
+        keys_in_use=[
+            (_text(key.get("keyId")) or "?", _count(key.get("objects")) or 0)
+            for key in _mappings(item.get("keysInUse"))
+        ],
     )
+
+
+def _rate(value: Any) -> str | None:
+    """The engine writes a number of objects/s; text (another writer's unit) is shown as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}/s" if value >= 0 else None
+    return _text(value)
 
 
 def _counts(document: Mapping[str, Any]) -> dict[str, int]:

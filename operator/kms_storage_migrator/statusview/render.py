@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from kms_storage_migrator.migration.guidance import advice_lines
 from kms_storage_migrator.statusview.model import COUNT_FIELDS, MigrationView, ResourceRow
 
 __all__ = ["render", "render_text", "summary_line"]
@@ -26,6 +27,23 @@ PHASE_STYLES = {
     "Succeeded": "bold green",
     "Failed": "bold red",
     "Pending": "yellow",
+    "WaitingForKey": "yellow",
+    "Suspended": "bold yellow",
+}
+# Conditions worth a colour when they hold this status: something a person should look at.
+CONDITION_ALERTS = {
+    ("Degraded", "True"): "red",
+    ("KeyConverged", "False"): "yellow",
+    ("PreviousKeysInUse", "True"): "yellow",
+    ("Suspended", "True"): "yellow",
+}
+# What a condition means, for the ones whose type alone does not say it.
+CONDITION_MEANINGS = {
+    ("KeyConverged", "False"): "not every apiserver writes with the KMS's current key yet",
+    ("KeyConverged", "True"): "every apiserver writes with the KMS's current key",
+    ("PreviousKeysInUse", "True"): "objects are still stored under an older KMS key",
+    ("PreviousKeysInUse", "False"): "only the current key holds selected objects",
+    ("Suspended", "True"): "paused by spec.suspend",
 }
 RESOURCE_PHASE_STYLES = {"Done": "green", "Failed": "red", "Migrating": "cyan", "Pending": "dim"}
 BAR_WIDTH = 12
@@ -72,6 +90,10 @@ def summary_line(view: MigrationView) -> str:
     parts.append(f"{done}/{total} objects" if total is not None else f"{done} objects")
     failed = view.failures_total if view.failures_total is not None else totals.get("failed", 0)
     parts.append(f"{failed} failed")
+    if view.rate is not None:
+        parts.append(view.rate)
+    if view.eta:
+        parts.append(f"eta {view.eta}")
     return "  ".join(parts)
 
 
@@ -102,6 +124,12 @@ def _header(view: MigrationView, now: datetime.datetime | None) -> RenderableTyp
         finished = _when(view.completion_time, None)
         took = _duration_between(view.start_time, view.completion_time)
         facts.add_row("finished", Text(f"{finished} (took {took})" if took else finished))
+    if view.suspended_phase:
+        facts.add_row("resumes in", Text(f"phase {view.suspended_phase} (set spec.suspend to false)"))
+    if view.rate is not None:
+        facts.add_row("rate", Text(f"{view.rate} (objects, over the last minute)"))
+    if view.eta:
+        facts.add_row("eta", Text(view.eta))
     if view.message:
         facts.add_row("message", Text(view.message))
     for key, value in sorted(view.extra.items()):
@@ -222,7 +250,11 @@ def _failures(view: MigrationView) -> RenderableType:
         table.add_row(
             Text(failure.resource), Text(failure.object_name), Text(failure.reason), Text(failure.message)
         )
-    return table if view.failures else Text(title, style="bold red")
+    if not view.failures:
+        return Text(title, style="bold red")
+    advice = advice_lines((f.reason, f.message, f.resource) for f in view.failures)
+    steps = [Text("What to do:", style="bold")] + [Text(f"  {line}") for line in advice]
+    return Group(table, *steps)
 
 
 def _verification(view: MigrationView) -> RenderableType:
@@ -240,6 +272,9 @@ def _verification(view: MigrationView) -> RenderableType:
         lines.append(Text("  still stale: " + ", ".join(verification.examples)))
     if verification.message:
         lines.append(Text("  " + verification.message))
+    if verification.keys_in_use:
+        keys = ", ".join(f"{key} ({objects} objects)" for key, objects in verification.keys_in_use)
+        lines.append(Text("  KMS keys holding selected objects: " + keys))
     return Group(*lines)
 
 
@@ -255,11 +290,15 @@ def _conditions(view: MigrationView) -> RenderableType:
     for _ in range(3):
         table.add_column()
     for condition in view.conditions:
-        style = "red" if (condition.type == "Degraded" and condition.status == "True") else ""
+        state = (condition.type, condition.status)
+        meaning = CONDITION_MEANINGS.get(state)
+        message = condition.message or ""
+        if meaning and meaning not in message:
+            message = f"{meaning}: {message}" if message else meaning
         table.add_row(
-            Text(f"{condition.type}={condition.status}", style=style),
+            Text(f"{condition.type}={condition.status}", style=CONDITION_ALERTS.get(state, "")),
             Text(condition.reason or ""),
-            Text(condition.message or ""),
+            Text(message),
         )
     return Group(Text("Conditions", style="bold"), table)
 
