@@ -99,11 +99,13 @@ def test_a_rotation_alone_ends_with_one_automatic_migration_and_everything_under
         assert all_migrations(cluster) == []
 
         new_key = cluster.rotate_kek(restart=False)
+        rotated_at = time.monotonic()
         created = wait_until(
             "an automatic StorageMigration", lambda: automatic_migrations(cluster), timeout=240, log=log
         )
         assert len(created) == 1
         name = created[0]["metadata"]["name"]
+        seen_at = time.monotonic()
         assert name == "auto-to-" + key_hash(new_key).removeprefix("sha256:")[:12]
         annotations = created[0]["metadata"]["annotations"]
         assert annotations["kms-storage-migrator.io/auto-migrate-trigger"] == "KeyChanged"
@@ -113,6 +115,11 @@ def test_a_rotation_alone_ends_with_one_automatic_migration_and_everything_under
         status = done["status"]
         assert status["phase"] == "Succeeded", status.get("message")
         assert status["keyId"] == new_key
+        finished_at = time.monotonic()
+        print(
+            f"{name} seen {seen_at - rotated_at:.1f} s after the rotation, "
+            f"Succeeded {finished_at - rotated_at:.1f} s after it: {status.get('message')}"
+        )
 
         # Later checks see the work done and create nothing more.
         wait_until(
