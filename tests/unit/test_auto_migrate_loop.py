@@ -53,8 +53,10 @@ class Keys:
 
     def __init__(self, *keys: str | None) -> None:
         self.keys = list(keys)
+        self.looks = 0
 
     async def __call__(self) -> str | None:
+        self.looks += 1
         return self.keys.pop(0) if len(self.keys) > 1 else self.keys[0]
 
 
@@ -93,6 +95,20 @@ async def test_a_rotation_creates_one_labelled_migration_with_an_event_and_then_
     assert isinstance(await auto.check(), NothingToDo)
     assert isinstance(await auto.check(), NothingToDo)
     assert len(api.created) == 1
+
+
+async def test_while_a_migration_runs_the_apiservers_are_not_scraped() -> None:
+    running = {"metadata": {"name": "users-own"}, "status": {"phase": "Verifying"}}
+    api = FakeApi(migrations=[running])
+    keys = Keys(KEY_B)
+    auto, _ = migrator(api, keys)
+    auto.last_seen_key = KEY_A
+    assert isinstance(await auto.check(), Wait)
+    assert keys.looks == 0
+    assert auto.last_seen_key == KEY_A  # the key change is still to be acted on
+    finish(api)
+    assert isinstance(await auto.check(), Create)
+    assert keys.looks == 1
 
 
 async def test_a_conflict_means_another_replica_created_it_first() -> None:

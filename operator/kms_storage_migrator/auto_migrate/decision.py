@@ -4,8 +4,8 @@ Inputs are what the loop observed: the key the apiservers have converged on (the
 verdict, as a key id hash), every StorageMigration in the cluster, and, once at start with etcd
 access, how many objects etcd holds under any other key. The rules:
 
-- Nothing is created while the apiservers disagree (a rotation in progress) or while any
-  StorageMigration is not finished (never two at once; never beside a user's): wait and retry.
+- Nothing is created while any StorageMigration is not finished (never two at once; never
+  beside a user's) or while the apiservers disagree (a rotation in progress): wait and retry.
 - A new converged key (different from the last one seen, or from the key the newest automatic
   migration went to) creates ``auto-to-<hash>``. So does a start scan finding objects under
   older keys. The name depends only on the target key, so two replicas creating it at once
@@ -151,13 +151,13 @@ def combined_key(key_id_hashes: Mapping[str, str]) -> str:
 
 def decide(observation: Observation, last_seen_key: str | None) -> Decision:
     """One check's decision. ``last_seen_key``: the converged key this process saw last, if any."""
-    key = observation.converged_key
-    if key is None:
-        return Wait("the apiservers do not write with one key yet")
     active = [migration for migration in observation.migrations if not migration.finished]
     if active:
         listed = ", ".join(f"{m.name} ({m.phase or 'new'})" for m in active[:3])
         return Wait(f"StorageMigration {listed} not finished: one migration at a time")
+    key = observation.converged_key
+    if key is None:
+        return Wait("the apiservers do not write with one key yet")
     name = migration_name(key)
     existing = next((m for m in observation.migrations if m.name == name), None)
     if existing is not None:

@@ -59,12 +59,13 @@ class AutoMigrator:
 
     async def check(self) -> Decision:
         """One observation and its decision, carried out."""
-        key = await self.converged_key()
         migrations = await self._migrations()
-        scan = None
-        # Scanned only when the decision can act on it: while a migration runs it would be stale.
+        # While a migration runs nothing is created: no need to scrape every apiserver's
+        # /metrics (megabytes each), and a scan would be stale before it could be acted on.
         idle = all(migration.finished for migration in migrations)
-        if self.start_scan_due and self.scan_etcd is not None and key is not None and idle:
+        key = await self.converged_key() if idle else None
+        scan = None
+        if self.start_scan_due and self.scan_etcd is not None and key is not None:
             scan = await self.scan_etcd(key)
         decision = decide(Observation(key, migrations, scan), self.last_seen_key)
         if isinstance(decision, Create):
@@ -114,13 +115,18 @@ class AutoMigrator:
 def gate_observer(api: KubeApi) -> KeyObserver:
     """The gate's single look at the apiservers: the key they all write with, or None."""
 
+    warned: list[str] = []
+
     async def converged_key() -> str | None:
         # Any Status poll counts (start 0): the question is which key they all write with now.
         result = await assess_once(api, 0.0)
         if isinstance(result, Converged):
             return combined_key(result.key_id_hashes) if result.key_id_hashes else None
         if isinstance(result, NoMetricsAccess):
-            log.warning("auto-migrate cannot see which key the apiservers use: %s", result.message)
+            # Said once at warning level: it holds until someone changes the ClusterRole.
+            level = logging.DEBUG if warned else logging.WARNING
+            log.log(level, "auto-migrate cannot see which key the apiservers use: %s", result.message)
+            warned.append(result.message)
         return None
 
     return converged_key
