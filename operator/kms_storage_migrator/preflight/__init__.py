@@ -1,0 +1,1 @@
+"""``kms-storage-migrator preflight``: what would stop a migration, checked before it writes."""
