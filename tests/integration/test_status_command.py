@@ -173,6 +173,9 @@ def test_a_failed_migration_exits_1_and_is_the_newest(cluster: DevCluster, watch
     assert named.returncode == 1, named.stderr
     assert f"StorageMigration {FAILED}  Failed" in named.stdout
     assert "a/b" in named.stdout
+    # Under the failures, the next step for their reason (a 403: the permission to grant).
+    steps = named.stdout.split("What to do:", 1)[1]
+    assert "Forbidden (core/secrets): the operator may not patch core/secrets" in " ".join(steps.split())
     newest = _status(kubeconfig=cluster.kubeconfig)
     assert newest.returncode == 1
     assert f"StorageMigration {FAILED}  Failed" in newest.stdout
