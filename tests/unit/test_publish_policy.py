@@ -5,8 +5,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kms_storage_migrator.migration.progress import MigrationProgress, Phase, ResourceProgress, to_status
+from kms_storage_migrator.migration.progress import (
+    MigrationProgress,
+    Phase,
+    ResourcePhase,
+    ResourceProgress,
+    to_status,
+)
 from kms_storage_migrator.migration.publish_policy import HEARTBEAT_SECONDS, worth_publishing
+from kms_storage_migrator.migration.status_publisher import NullObserver, StatusPublisher
 
 NOW = "2026-12-01T13:00:00Z"
 
@@ -53,3 +60,30 @@ def test_a_checkpoint_past_new_rewrites_is_published_at_once() -> None:
     current["resources"][0]["checkpoint"]["counts"]["rewritten"] = 60
     current["resources"][0]["checkpoint"]["continue"] = "t2"
     assert worth_publishing(previous, current, 0.0)
+
+
+class CountingSink:
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+
+    async def publish(self, status: dict[str, Any]) -> None:
+        self.published.append(status)
+
+    async def event(self, kind: str, reason: str, message: str) -> None:
+        return None
+
+
+async def test_page_end_publishes_that_change_nothing_shown_are_held_back() -> None:
+    """The demo's repeated `kubectl get sm -w` rows: one publish per resource, nothing visible new."""
+    progress = MigrationProgress(phase=Phase.MIGRATING, message="rewriting objects")
+    progress.resources = [ResourceProgress("", "v1", f"empty{i}") for i in range(5)]
+    sink = CountingSink()
+    publisher = StatusPublisher(progress, sink, NullObserver(), interval=0.0)
+    for entry in progress.resources:
+        entry.phase = ResourcePhase.DONE  # an empty resource finished: no printed column moves
+        await publisher.publish(force=True)
+    assert len(sink.published) == 1
+    progress.resources[0].estimate = 10
+    progress.resources[0].counts.rewritten = 5  # REWRITTEN and PROGRESS move: shown at once
+    await publisher.publish(force=True)
+    assert len(sink.published) == 2
