@@ -138,11 +138,6 @@ def may_take(observation: Observation, identity: str, now: float) -> bool:
     return now - observation.seen_at >= record.duration_seconds
 
 
-def renewal_overdue(last_renewed: float, now: float, renew_deadline: float) -> bool:
-    """A holder that has not renewed for the renew deadline must stop: a standby may soon take over."""
-    return now - last_renewed >= renew_deadline
-
-
 def micro_time(moment: datetime) -> str:
     """A Kubernetes MicroTime (RFC 3339, microseconds, UTC)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -256,12 +251,22 @@ class LeaderElector:
         or no renewal succeeded within the renew deadline."""
         while True:
             await asyncio.sleep(self.settings.renew_interval)
-            while not await self._renew():
-                if renewal_overdue(self._renewed_at, self._clock(), self.settings.renew_deadline):
-                    raise LeadershipLost(
-                        f"{self.settings.describe()}: not renewed for {self.settings.renew_deadline:g}s"
-                    )
-                await asyncio.sleep(self.settings.retry_period)
+            # The deadline bounds the attempts themselves too: a renewal hanging in a slow
+            # request must not carry the leader past it, into the time a standby may take over.
+            left = self._renewed_at + self.settings.renew_deadline - self._clock()
+            try:
+                async with asyncio.timeout(max(0.0, left)):
+                    await self._renew_until_done()
+            except TimeoutError:
+                raise LeadershipLost(
+                    f"{self.settings.describe()}: not renewed for {self.settings.renew_deadline:g}s"
+                ) from None
+
+    async def _renew_until_done(self) -> None:
+        while True:
+            if await self._renew():
+                return
+            await asyncio.sleep(self.settings.retry_period)
 
     async def release(self) -> None:
         """Clear the holder if it is still us, so a standby takes over in seconds, not 15."""

@@ -22,6 +22,7 @@ from operator_harness import (
     OperatorProcess,
     apply_migration,
     configmaps_list,
+    etcd_stopped,
     install_crd,
     scan,
     wait_finished,
@@ -29,7 +30,7 @@ from operator_harness import (
 )
 
 from kms_storage_migrator.devcluster.cluster import DevCluster
-from kms_storage_migrator.leader import LEASE_DURATION_SECONDS, LEASE_LOST_EXIT_CODE
+from kms_storage_migrator.leader import LEASE_DURATION_SECONDS, LEASE_LOST_EXIT_CODE, RENEW_DEADLINE_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -242,6 +243,21 @@ def test_a_leader_that_loses_the_lease_exits_at_once(replicas: Replicas) -> None
     assert process.returncode == LEASE_LOST_EXIT_CODE, replicas.tails()
     assert "leadership lost" in replicas.a.log.read_text()
     assert replicas.holder() == "someone-else"  # and it did not write itself back in
+
+
+def test_a_leader_that_cannot_renew_exits_at_its_renew_deadline(replicas: Replicas) -> None:
+    # A fresh start: the Lease of the last test names a holder nobody runs.
+    replicas.cluster.kubectl("delete", "lease", LEASE_NAME, "-n", LEASE_NAMESPACE)
+    replicas.b.start()
+    assert replicas.wait_holder(lambda holder: holder == "replica-b", LEASE_TIMEOUT) == "replica-b"
+    process = replicas.b.process
+    assert process is not None
+    # etcd stopped: the apiserver cannot store a renewal, so b cannot know it still leads, and
+    # must stop before the lease duration, after which a standby would be entitled to take over.
+    with etcd_stopped(replicas.cluster):
+        process.wait(timeout=LEASE_TIMEOUT)
+    assert process.returncode == LEASE_LOST_EXIT_CODE, replicas.tails()
+    assert f"not renewed for {RENEW_DEADLINE_SECONDS:g}s" in replicas.b.log.read_text()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, replicas: Replicas) -> None:
