@@ -65,6 +65,12 @@ def only(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return matching[0]
 
 
+def named(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matching = [d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matching) == 1, f"expected one {kind} {name}, rendered {len(matching)}"
+    return matching[0]
+
+
 def container(documents: list[dict[str, Any]]) -> dict[str, Any]:
     containers = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
@@ -86,7 +92,9 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
         ("ClusterRoleBinding", NAME),
         ("Deployment", NAME),
         ("Role", f"{NAME}-events"),  # in "default", where the operator posts events
+        ("Role", f"{NAME}-leader-election"),  # the Lease, in the release namespace
         ("RoleBinding", f"{NAME}-events"),
+        ("RoleBinding", f"{NAME}-leader-election"),
         ("Service", f"{NAME}-metrics"),
         ("ServiceAccount", NAME),
     ]
@@ -94,10 +102,10 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
 
 def test_events_may_be_created_only_in_default() -> None:
     documents = render()
-    role = only(documents, "Role")
+    role = named(documents, "Role", f"{NAME}-events")
     assert role["metadata"]["namespace"] == "default"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
-    binding = only(documents, "RoleBinding")
+    binding = named(documents, "RoleBinding", f"{NAME}-events")
     assert binding["metadata"]["namespace"] == "default"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
 
@@ -122,11 +130,18 @@ def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules()
     ]
 
 
-def test_deployment_is_single_replica_recreate_and_locked_down() -> None:
+def test_deployment_is_single_replica_rolling_under_leader_election_and_locked_down() -> None:
     documents = render()
     deployment = only(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # The new pod stands by until the old one, stopped, releases the Lease: never two at work.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    # Without leader election the old pod must be gone before a new one starts.
+    without = only(render("--set", "leaderElection.enabled=false"), "Deployment")
+    assert without["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == NAME
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -165,6 +180,88 @@ def test_operator_arguments_follow_the_values() -> None:
     verbose_arguments = container(render("--set", "operator.verbose=true"))["args"]
     assert verbose_arguments[:2] == ["--verbose", "run"]
     assert build_parser().parse_args(verbose_arguments).verbose is True
+
+
+def test_replicas_elect_a_leader_through_the_lease_named_for_the_project() -> None:
+    documents = render()
+    operator = container(documents)
+    arguments = build_parser().parse_args(operator["args"])
+    assert arguments.leader_elect is True
+    # The Lease lives in the release namespace; its name is the one the Role grants.
+    assert arguments.leader_elect_namespace == NAMESPACE
+    assert arguments.leader_elect_name == NAME
+    # The replica's identity in the Lease is its pod name.
+    env = {variable["name"]: variable for variable in operator["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    off = container(render("--set", "leaderElection.enabled=false"))["args"]
+    assert not [argument for argument in off if argument.startswith("--leader-elect")]
+    roles = [
+        d["metadata"]["name"] for d in render("--set", "leaderElection.enabled=false") if d["kind"] == "Role"
+    ]
+    assert roles == [f"{NAME}-events"]
+
+
+def test_the_lease_role_allows_get_and_update_of_one_lease_and_create() -> None:
+    documents = render()
+    role = named(documents, "Role", f"{NAME}-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [NAME],
+            "verbs": ["get", "update"],
+        },
+        # A create names no object in its URL: RBAC cannot limit it to one name.
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    binding = named(documents, "RoleBinding", f"{NAME}-leader-election")
+    assert binding["roleRef"]["name"] == f"{NAME}-leader-election"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]
+
+
+def test_two_replicas_get_a_disruption_budget_and_spread_over_nodes() -> None:
+    single = render()
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+    assert "affinity" not in only(single, "Deployment")["spec"]["template"]["spec"]
+    documents = render("--set", "replicas=2")
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    budget = only(documents, "PodDisruptionBudget")
+    # A drain evicts one replica at a time; the other takes the Lease if it was the leader's.
+    assert budget["spec"]["minAvailable"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    # The user's own affinity replaces the default one.
+    custom = only(render("--set", "replicas=2", "--set", "affinity.nodeAffinity.foo=bar"), "Deployment")[
+        "spec"
+    ]["template"]["spec"]["affinity"]
+    assert custom == {"nodeAffinity": {"foo": "bar"}}
+
+
+def test_two_replicas_without_leader_election_are_refused() -> None:
+    result = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        "replicas=2",
+        "--set",
+        "leaderElection.enabled=false",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "leaderElection.enabled is false" in result.stderr
+
+
+def test_auto_migrate_value_adds_the_flag() -> None:
+    assert "--auto-migrate" not in container(render())["args"]
+    assert "--auto-migrate" in container(render("--set", "autoMigrate=true"))["args"]
 
 
 def test_etcd_client_secret_is_mounted_read_only_when_enabled() -> None:
@@ -241,6 +338,8 @@ def test_pod_placement_and_annotations_follow_the_values() -> None:
         (("--set", "metrics.port=70000"), "/metrics/port"),
         (("--set", "operater.qps=5"), "'operater' not allowed"),
         (("--set", "health.port=9090"), "health.port and metrics.port must differ"),
+        (("--set", "replicas=0"), "/replicas"),
+        (("--set", "autoMigrate=yes"), "/autoMigrate"),
     ],
 )
 def test_bad_values_fail_at_template_time_naming_the_key(values: tuple[str, ...], message: str) -> None:
@@ -286,7 +385,9 @@ def test_dockerfile_passes_hadolint_and_matches_the_chart_uid() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("values", [(), ETCD_VALUES], ids=["api-only", "with-etcd"])
+@pytest.mark.parametrize(
+    "values", [(), (*ETCD_VALUES, "--set", "replicas=2")], ids=["api-only", "with-etcd-two-replicas"]
+)
 def test_rendered_chart_is_accepted_by_server_side_dry_run(
     dev_cluster: DevCluster, values: tuple[str, ...]
 ) -> None:
@@ -302,10 +403,13 @@ def test_rendered_chart_is_accepted_by_server_side_dry_run(
         f"clusterrolebinding.rbac.authorization.k8s.io/{NAME}",
         f"role.rbac.authorization.k8s.io/{NAME}-events",
         f"rolebinding.rbac.authorization.k8s.io/{NAME}-events",
+        f"role.rbac.authorization.k8s.io/{NAME}-leader-election",
+        f"rolebinding.rbac.authorization.k8s.io/{NAME}-leader-election",
         f"service/{NAME}-metrics",
         f"deployment.apps/{NAME}",
     ):
         assert line in output
+    assert (f"poddisruptionbudget.policy/{NAME}" in output) == ("replicas=2" in values)
 
 
 def _every_object(cluster: DevCluster) -> set[tuple[str, str, str]]:
@@ -379,11 +483,13 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
         ("ClusterRoleBinding", "", NAME),
         ("Role", "default", f"{NAME}-events"),
         ("RoleBinding", "default", f"{NAME}-events"),
+        ("Role", NAMESPACE, f"{NAME}-leader-election"),
+        ("RoleBinding", NAMESPACE, f"{NAME}-leader-election"),
         ("Service", NAMESPACE, f"{NAME}-metrics"),
         ("Deployment", NAMESPACE, NAME),
     } <= installed
     deployment = json.loads(cluster.kubectl("get", "deployment", NAME, "-n", NAMESPACE, "-o", "json"))
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert "created (server dry run)" in cluster.kubectl(
         "create", "--dry-run=server", "-f", "-", input=example
     )

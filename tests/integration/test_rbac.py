@@ -4,7 +4,8 @@ Every test installs the chart into a cluster of its own and acts with a token of
 ServiceAccount from the TokenRequest API (the dev cluster runs no controller-manager, so no token
 Secret is ever created). What is proven:
 
-- the role grants exactly its rules and nothing else (`kubectl auth can-i`);
+- the role grants exactly its rules and nothing else (`kubectl auth can-i`), and of Leases only
+  the one leader-election Lease can be read or changed;
 - a no-op rewrite of Roles, ClusterRoles and their bindings passes the apiserver's escalation
   check without `escalate` or `bind`, really re-encrypts them, and a patch that changes them is
   still refused (the measurement behind the ClusterRole's comment);
@@ -58,6 +59,14 @@ CLUSTER_RULES = {
     ("storagemigrations.kms-storage-migrator.io/status", ("patch",)),
 }
 EVENTS_RULE = ("events", ("create",))
+LEASE_NAME = "kms-storage-migrator"
+# Leader election, in the release namespace only: get/update on one Lease by name, and create
+# (which RBAC cannot limit by name). `resource[name]` is how rules_of shows resourceNames.
+LEASE_RULES = {
+    (f"leases.coordination.k8s.io[{LEASE_NAME}]", ("get", "update")),
+    ("leases.coordination.k8s.io", ("create",)),
+}
+LEASES_API = "/apis/coordination.k8s.io/v1"
 
 # Objects the rewrite tests create while the cluster still stores plaintext: RBAC objects whose
 # rules and role references the ServiceAccount does not hold (so an escalation check that ran
@@ -212,14 +221,16 @@ def service_account_client(
 
 
 def rules_of(client: ServiceAccountClient, namespace: str) -> set[tuple[str, tuple[str, ...]]]:
-    """(resource, verbs) of every resource rule `kubectl auth can-i --list` reports in ``namespace``."""
+    """(resource, verbs) of every resource rule `kubectl auth can-i --list` reports in ``namespace``;
+    a rule limited to resource names shows as ``resource[name ...]``."""
     result = client.kubectl("auth", "can-i", "--list", "--namespace", namespace)
     assert result.returncode == 0, result.stderr
     rules = set()
     for line in result.stdout.splitlines()[1:]:
-        match = re.match(r"^(\S+)\s+\[\]\s+\[\]\s+\[(.*)\]\s*$", line)
+        match = re.match(r"^(\S+)\s+\[\]\s+\[(.*?)\]\s+\[(.*)\]\s*$", line)
         if match:
-            rules.add((match.group(1), tuple(match.group(2).split())))
+            resource = f"{match.group(1)}[{match.group(2)}]" if match.group(2) else match.group(1)
+            rules.add((resource, tuple(match.group(3).split())))
     return rules
 
 
@@ -253,8 +264,8 @@ def test_service_account_holds_exactly_the_chart_rules(legacy_cluster: DevCluste
     legacy_cluster.kubectl("create", "serviceaccount", "unbound", "--namespace", NAMESPACE)
     unbound = service_account_client(legacy_cluster, tmp_path, "unbound")
 
-    for namespace in (NAMESPACE, "team-a"):
-        assert rules_of(operator, namespace) - rules_of(unbound, namespace) == CLUSTER_RULES
+    assert rules_of(operator, NAMESPACE) - rules_of(unbound, NAMESPACE) == CLUSTER_RULES | LEASE_RULES
+    assert rules_of(operator, "team-a") - rules_of(unbound, "team-a") == CLUSTER_RULES
     assert rules_of(operator, "default") - rules_of(unbound, "default") == CLUSTER_RULES | {EVENTS_RULE}
 
     # The engine's two verbs, everywhere, for built-in and custom resources.
@@ -289,6 +300,12 @@ FORBIDDEN = [
     # Events only in "default", where the operator posts them (never through events.k8s.io).
     ("create", "events"),
     ("create", "events.events.k8s.io"),
+    # Leases only in the release namespace (and get/update only of its own): not the
+    # apiservers' identity Leases in kube-system, not another controller's lock.
+    ("get", "leases.coordination.k8s.io"),
+    ("update", "leases.coordination.k8s.io"),
+    ("create", "leases.coordination.k8s.io"),
+    ("delete", "leases.coordination.k8s.io"),
     # No way around RBAC, no shells, no new credentials.
     ("escalate", "clusterroles.rbac.authorization.k8s.io"),
     ("bind", "clusterroles.rbac.authorization.k8s.io"),
@@ -311,6 +328,72 @@ def test_service_account_cannot_step_outside_its_rules(legacy_cluster: DevCluste
         if operator.can_i(verb, resource, namespace=scope)
     ]
     assert allowed == []
+
+
+def test_only_the_leader_election_lease_can_be_read_or_changed(
+    legacy_cluster: DevCluster, tmp_path: Path
+) -> None:
+    operator = service_account_client(legacy_cluster, tmp_path)
+    # Another controller's lock beside ours, and the apiservers' identity Leases (the key
+    # convergence gate lists these, but may never change them).
+    legacy_cluster.kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": "someone-elses-lock", "namespace": NAMESPACE},
+                "spec": {"holderIdentity": "other-controller", "leaseDurationSeconds": 15},
+            }
+        ),
+    )
+    identity_leases = json.loads(
+        legacy_cluster.kubectl(
+            "get", "leases", "-n", "kube-system", "-l", "apiserver.kubernetes.io/identity", "-o", "json"
+        )
+    )["items"]
+    assert identity_leases, "the dev cluster's apiserver keeps an identity Lease"
+
+    ours = f"{LEASES_API}/namespaces/{NAMESPACE}/leases"
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": LEASE_NAME, "namespace": NAMESPACE},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15},
+    }
+    status, created = operator.request("POST", ours, lease)
+    assert status == 201, created
+    status, read = operator.request("GET", f"{ours}/{LEASE_NAME}")
+    assert status == 200, read
+    read["spec"]["holderIdentity"] = "replica-b"
+    status, updated = operator.request("PUT", f"{ours}/{LEASE_NAME}", read)
+    assert status == 200, updated
+
+    others = [(f"{ours}/someone-elses-lock", NAMESPACE)] + [
+        (f"{LEASES_API}/namespaces/kube-system/leases/{item['metadata']['name']}", "kube-system")
+        for item in identity_leases
+    ]
+    for path, _ in others:
+        status, answer = operator.request("GET", path)
+        assert status == 403, (path, answer)
+        body = {**lease, "metadata": {"name": path.rsplit("/", 1)[1], "namespace": path.split("/")[5]}}
+        status, answer = operator.request("PUT", path, body)
+        assert status == 403, (path, answer)
+        status, answer = operator.request("DELETE", path)
+        assert status == 403, (path, answer)
+    # The grant create cannot avoid: a Lease of another name may be created in the release
+    # namespace, but it is then as out of reach as any other.
+    stray = {**lease, "metadata": {"name": "stray", "namespace": NAMESPACE}}
+    assert operator.request("POST", ours, stray)[0] == 201
+    assert operator.request("PUT", f"{ours}/stray", stray)[0] == 403
+    assert operator.request("POST", f"{LEASES_API}/namespaces/kube-system/leases", stray)[0] == 403
+    # The other lock is as its owner left it.
+    after = json.loads(
+        legacy_cluster.kubectl("get", "lease", "someone-elses-lock", "-n", NAMESPACE, "-o", "json")
+    )
+    assert after["spec"]["holderIdentity"] == "other-controller"
 
 
 def noop_write(current: dict[str, Any], form: str) -> tuple[dict[str, Any], str, str]:
@@ -449,6 +532,10 @@ def start_operator(
                 # The endpoint the chart's liveness and readiness probes use.
                 "--health-port",
                 str(health_port),
+                # As the chart runs it: only while holding the Lease, with the Role's verbs.
+                "--leader-elect",
+                "--leader-elect-namespace",
+                NAMESPACE,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -530,6 +617,11 @@ def test_operator_as_the_chart_service_account_completes_a_full_migration(
     finally:
         stop(process)
     log = log_path.read_text()
+    # It led (create, then renewals by update) and, stopped, released the Lease (update).
+    assert "became leader" in log, log[-4000:]
+    lease = json.loads(cluster.kubectl("get", "lease", LEASE_NAME, "-n", NAMESPACE, "-o", "json"))
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]
+    assert process.returncode == 0, log[-4000:]
     assert status["phase"] == "Succeeded", (
         f"status: {json.dumps(status, indent=1)[:4000]}\nlog:\n{log[-4000:]}"
     )

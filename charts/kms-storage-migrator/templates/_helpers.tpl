@@ -30,3 +30,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "kms-storage-migrator.etcdCertDir" -}}
 /etc/kms-storage-migrator/etcd
 {{- end }}
+
+{{/* The Lease the replicas compete for (in the release namespace), named after the project. */}}
+{{- define "kms-storage-migrator.leaseName" -}}
+{{ include "kms-storage-migrator.name" . }}
+{{- end }}
