@@ -27,5 +27,21 @@ if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   fi
 fi
 
+# promtool (Debian's prometheus package) checks and unit-tests the chart's alerting rules
+# (tests/integration/test_monitoring.py). Only promtool is needed: where systemd started the
+# package's Prometheus server (it listens on 9090, the operator's default metrics port), stop it.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing promtool (package prometheus) from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+  else
+    echo "note: promtool is missing; the monitoring tests need it: apt-get install prometheus"
+  fi
+fi
+
 echo "==> building (or finding cached) kube-apiserver, etcd, etcdctl, helm"
 .venv/bin/kms-storage-migrator dev-cluster build kube-apiserver etcd etcdctl helm kubectl
