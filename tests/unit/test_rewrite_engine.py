@@ -300,6 +300,7 @@ class FakeCluster:
         for name, value in secrets.items():
             self.store[f"/registry/secrets/ns/{name}"] = (value, self._next())
         self.refuse = refuse
+        self.compaction_restarts = 0
         self.patched: list[str] = []
         self.lists: dict[str | None, list[dict[str, Any] | Exception]] = {}
 

@@ -33,6 +33,9 @@ from kms_storage_migrator.migration.walk import Page
 log = logging.getLogger(__name__)
 
 LIST_ATTEMPTS = 5
+# Causes of walk restarts, as the walk_restarts metric names them.
+CONTINUE_EXPIRED = "continue-expired"  # 410 with a fresh token: resumed from it
+LIST_RESTARTED = "list-restarted"  # 410 without one: listed again from the start
 # More restarts than this mean the walk outlasts etcd compaction: the resource is given up.
 MAX_LIST_RESTARTS = 3
 
@@ -90,8 +93,10 @@ class FullWalk:
                     fresh = str((error.body.get("metadata") or {}).get("continue") or "") or None
                     if fresh is None:
                         restarts += 1
+                        self._observer.walk_restarted(entry.name, LIST_RESTARTED)
                         self._restart(entry, restarts)
                     else:
+                        self._observer.walk_restarted(entry.name, CONTINUE_EXPIRED)
                         log.info("%s: continue token expired, resuming from the one in the 410", entry.name)
                     token = fresh
                     continue

@@ -56,6 +56,13 @@ class OperatorMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.walk_restarts = Counter(
+            "walk_restarts",
+            "Times a walk read again: continue token expired (410), list restarted, etcd compacted",
+            ["migration", "resource", "cause"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 (scraped from other pods)
         """Listen now, so a busy port is refused before the operator starts, in one line."""
@@ -83,6 +90,9 @@ class MigrationMetrics:
 
     def retried(self, resource: str, reason: str) -> None:
         self._metrics.retries.labels(resource, reason).inc()
+
+    def walk_restarted(self, resource: str, cause: str) -> None:
+        self._metrics.walk_restarts.labels(self._migration, resource, cause).inc()
 
     def outcome(self, resource: str, outcome: Outcome) -> None:
         self._metrics.objects.labels(self._migration, resource, outcome.value).inc()

@@ -92,6 +92,9 @@ class PageWriter:
         await self.announce()
         return outcome
 
+    def walk_restarted(self, entry: ResourceProgress, cause: str) -> None:
+        self._observer.walk_restarted(entry.name, cause)
+
     def record_current(self, entry: ResourceProgress, objects: int) -> None:
         """Objects found already current, so not written: each is an unchanged outcome."""
         for _ in range(objects):

@@ -44,6 +44,9 @@ class EtcdPort(Protocol):
 
     async def count(self, prefix: bytes | str) -> int: ...
 
+    # How often a scan found its revision compacted and read on at a newer one (never reset).
+    compaction_restarts: int
+
     def scan(
         self, prefix: bytes | str, page_size: int = ..., *, start_after: bytes | None = None
     ) -> AsyncIterator[list[RawEntry]]: ...

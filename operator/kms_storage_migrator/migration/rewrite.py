@@ -65,12 +65,18 @@ class RewriteObserver(Protocol):
 
     def retried(self, resource: str, reason: str) -> None: ...
 
+    def walk_restarted(self, resource: str, cause: str) -> None:
+        """A walk had to read again: an expired continue token, or etcd compacted its revision."""
+
 
 class NoObserver:
     def request_done(self, resource: str, code: str, seconds: float) -> None:
         return None
 
     def retried(self, resource: str, reason: str) -> None:
+        return None
+
+    def walk_restarted(self, resource: str, cause: str) -> None:
         return None
 
 

@@ -24,6 +24,8 @@ from kms_storage_migrator.migration.walk import Page
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
 
 FORMAT_PROBES = 5  # objects tried per resource to learn its current write format
+# The walk_restarts cause: etcd compacted the revision of the scan, which read on at a newer one.
+ETCD_COMPACTED = "etcd-compacted"
 
 
 class TargetedWalk:
@@ -84,7 +86,11 @@ class TargetedWalk:
             entry.message = "current write format unknown"
             return
         last = entry.checkpoint.last_key
+        restarts = self._etcd.compaction_restarts
         async for page in self._stored(served, self._page_size, last):
+            for _ in range(self._etcd.compaction_restarts - restarts):
+                self._writer.walk_restarted(entry, ETCD_COMPACTED)
+            restarts = self._etcd.compaction_restarts
             targets = [_target(served, item) for item in page if needs_rewrite(item.format, expected)]
             # Objects already current are not written; the driver counts them unchanged.
             entry.estimate = max(entry.estimate, entry.counts.done + len(page))
