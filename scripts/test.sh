@@ -21,4 +21,11 @@ if [ -n "$(git status --porcelain -- "$stubs")" ]; then
 fi
 
 echo "==> pytest"
-.venv/bin/pytest "$@"
+# Each test module on one of KSM_TEST_WORKERS workers, whole (its module-scoped dev cluster
+# is started once); the integration tests mostly wait on real processes.
+workers="${KSM_TEST_WORKERS:-2}"
+if [ "$workers" -gt 1 ]; then
+  .venv/bin/pytest -n "$workers" --dist loadfile "$@"
+else
+  .venv/bin/pytest "$@"
+fi
