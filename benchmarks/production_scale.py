@@ -15,9 +15,10 @@ and ``kubectl get -o json | kubectl replace -f -`` per resource.
 
 Measured per run: wall time, stale objects re-encrypted per second, API requests and writes (the
 apiserver's ``apiserver_request_total``), etcd puts (etcd's ``etcd_mvcc_put_total``), the
-migrator's CPU seconds and peak RSS (``wait4`` rusage of its process tree), the apiserver's CPU
-seconds (``/proc``), and what etcd still holds outside the KMS plugin's primary key, read by
-``etcd_truth.py`` (not the project's scanner). A run that leaves stale objects has failed.
+migrator's CPU seconds (``wait4`` rusage) and peak RSS (its own ``VmHWM``: see peak_rss.py),
+the apiserver's CPU seconds (``/proc``), and what etcd still holds outside the KMS plugin's
+primary key, read by ``etcd_truth.py`` (not the project's scanner). A run that leaves stale
+objects has failed.
 
     .venv/bin/python benchmarks/production_scale.py --objects 50000
     .venv/bin/python benchmarks/production_scale.py --objects 200000 --contenders ceiling,ours-full-fast
@@ -51,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from etcd_truth import Holding, read_holding
+from peak_rss import PeakRss
 from scale_report import Run, draw_chart, scenario_table
 
 from kms_storage_migrator.devcluster.binaries import cache_root
@@ -67,6 +69,7 @@ BATCH = 200
 BENCH_GROUP = "bench.kms-storage-migrator.io"
 LARGE_OBJECT_EVERY = 2000  # one object near 1 MiB in this many
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+APISERVER_SETTLE_SECONDS = 25.0  # see measure()
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -250,11 +253,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def wait_child(process: subprocess.Popen[bytes]) -> tuple[float, float]:
-    """CPU seconds and peak RSS (MB) of a finished child and the descendants it waited for."""
+def spawn(command: list[str], **options: Any) -> tuple[subprocess.Popen[bytes], PeakRss]:
+    """Start a contender's process with its memory sampled from the first moment."""
+    process = subprocess.Popen(command, **options)
+    return process, PeakRss(process.pid)
+
+
+def wait_child(process: subprocess.Popen[bytes], memory: PeakRss) -> tuple[float, float]:
+    """CPU seconds (rusage: the child and the descendants it waited for) and peak RSS (MB)."""
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return usage.ru_utime + usage.ru_stime, memory.stop()
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -301,10 +310,10 @@ def run_ceiling(
     paths = [f"{group}/{versions[(group, resource)]}/{resource}" for group, resource in resources]
     command = [str(ceiling_binary()), "--kubeconfig", str(cluster.kubeconfig), "--workers", str(workers)]
     command += ["--resources", ",".join(paths)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    process, memory = spawn(command, stdout=subprocess.PIPE)
     assert process.stdout is not None
     report = json.loads(process.stdout.read())
-    cpu, rss = wait_child(process)
+    cpu, rss = wait_child(process, memory)
     if process.returncode != 0:
         raise SystemExit(f"the ceiling exited with {process.returncode}")
     return float(report["seconds"]), cpu, rss
@@ -318,7 +327,7 @@ def run_ours(cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path) 
     if mode == "Targeted":
         command += ["--etcd-config", str(cluster.etcd_config)]
     with log.open("wb") as sink:
-        operator = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        operator, memory = spawn(command, stdout=sink, stderr=subprocess.STDOUT)
     migration = {
         "apiVersion": "kms-storage-migrator.io/v1alpha1",
         "kind": "StorageMigration",
@@ -341,7 +350,7 @@ def run_ours(cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path) 
         wait_for(finished, f"ours {mode}")
         elapsed = time.perf_counter() - started
     finally:
-        cpu, rss = stop_child(operator)
+        cpu, rss = stop_child(operator, memory)
         if profiler is not None:
             profiler.wait(timeout=120)  # py-spy writes its file once the operator has gone
     return elapsed, cpu, rss
@@ -359,7 +368,9 @@ def _start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def stop_child(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> tuple[float, float]:
+def stop_child(
+    process: subprocess.Popen[bytes], memory: PeakRss, grace_seconds: float = 30
+) -> tuple[float, float]:
     """SIGTERM, then SIGKILL after the grace period: a hung shutdown must not hang the benchmark."""
     process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
@@ -367,10 +378,10 @@ def stop_child(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> t
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
             process.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+            return usage.ru_utime + usage.ru_stime, memory.stop()
         time.sleep(0.2)
     process.kill()
-    return wait_child(process)
+    return wait_child(process, memory)
 
 
 def run_in_tree(cluster: DevCluster, resources: list[tuple[str, str]]) -> tuple[float, float, float]:
@@ -414,8 +425,8 @@ def run_kubectl_replace(cluster: DevCluster, resources: list[tuple[str, str]]) -
         replace = f"{kubectl} --kubeconfig {cluster.kubeconfig} replace -f - -o name > /dev/null"
         steps.append(f"{get} | {replace}")
     started = time.perf_counter()
-    process = subprocess.Popen(["bash", "-c", "set -o pipefail; " + " && ".join(steps)])
-    cpu, rss = wait_child(process)
+    process, memory = spawn(["bash", "-c", "set -o pipefail; " + " && ".join(steps)])
+    cpu, rss = wait_child(process, memory)
     if process.returncode != 0:
         raise SystemExit(f"kubectl get | replace failed with {process.returncode}")
     return time.perf_counter() - started, cpu, rss
@@ -433,13 +444,26 @@ CONTENDERS: dict[str, Callable[[DevCluster, list[tuple[str, str]], Path], tuple[
 }
 
 
-def measure(scenario: str, contender: str, snapshot: Path, work: Path, objects: int) -> Run:
+def measure(
+    scenario: str,
+    contender: str,
+    snapshot: Path,
+    work: Path,
+    objects: int,
+    *,
+    settle_seconds: float = APISERVER_SETTLE_SECONDS,
+) -> Run:
     cluster = restore(snapshot, work)
     cluster.up("kms", with_controller_manager=contender == "in-tree-svm")
+    up_at = time.monotonic()
     try:
         current = cluster.current_key_id()
         before_holding = holding(cluster)
         resources = stale_resources(cluster)
+        # A production apiserver has been running for a while; one started seconds ago makes
+        # our key-convergence gate wait for its first KMS Status poll after 20 s (measured:
+        # 15 s of a 44 s run at 5k objects). Every contender starts on an apiserver this old.
+        time.sleep(max(0.0, settle_seconds - (time.monotonic() - up_at)))
         before = Counters.read(cluster)
         seconds, cpu, rss = CONTENDERS[contender](cluster, resources, work)
         spent = Counters.read(cluster).minus(before)
@@ -473,6 +497,13 @@ def main() -> int:
     )
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=APISERVER_SETTLE_SECONDS,
+        help="seconds each apiserver runs before a contender starts (0: a just-started one)",
+    )
     parser.add_argument("--chart", type=Path, help="write a PNG chart here (needs matplotlib)")
     parser.add_argument("--profile", type=Path, help="py-spy binary: profile our operator")
     args = parser.parse_args()
@@ -484,16 +515,16 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     global PROFILER  # noqa: PLW0603 (one flag read by run_ours)
     PROFILER = args.profile
-    RESULTS.mkdir(exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    results = RESULTS / f"production-scale-{stamp}.json"
+    results = args.results_dir / f"production-scale-{stamp}.json"
     runs: list[Run] = []
     for scenario in args.scenarios.split(","):
         started = time.perf_counter()
         snapshot = prepare(work, scenario, args.objects, args.mix)
         print(f"{scenario}: prepared in {time.perf_counter() - started:.0f}s", flush=True)
         for contender in contenders:
-            run = measure(scenario, contender, snapshot, work, args.objects)
+            run = measure(scenario, contender, snapshot, work, args.objects, settle_seconds=args.settle)
             runs.append(run)
             print(json.dumps(asdict(run)), flush=True)
             # Written after every run: a long run stopped half way keeps what it measured.
