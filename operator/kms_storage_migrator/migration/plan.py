@@ -44,6 +44,7 @@ class RunDefaults:
 DEFAULT_KEY_CONVERGENCE_TIMEOUT = 600.0
 MIN_KEY_CONVERGENCE_TIMEOUT = 10.0
 MAX_KEY_CONVERGENCE_TIMEOUT = 24 * 3600.0
+MAX_DURATION_LENGTH = 16  # the CRD's maxLength
 
 
 class PlanError(ValueError):
@@ -63,15 +64,23 @@ class MigrationSpec:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], defaults: RunDefaults | None = None) -> MigrationSpec:
         defaults = defaults or RunDefaults()
+        if not isinstance(spec, Mapping):
+            # kopf hands over whatever the object holds: a CRD without its schema admits anything.
+            raise PlanError(f"spec: must be an object, got {type(spec).__name__}")
         resources = spec.get("resources") or {}
+        if not isinstance(resources, Mapping):
+            raise PlanError(
+                "spec.resources: must be an object with include and exclude lists, "
+                f"got {type(resources).__name__}"
+            )
         try:
             selection = parse_selection(resources.get("include"), resources.get("exclude"))
         except SelectionError as error:
             raise PlanError(str(error)) from error
         mode_text = spec.get("mode") or Mode.AUTO.value
-        if mode_text not in Mode._value2member_map_:
+        if not isinstance(mode_text, str) or mode_text not in Mode._value2member_map_:
             allowed = ", ".join(m.value for m in Mode)
-            raise PlanError(f"spec.mode: {mode_text!r} is not one of {allowed}")
+            raise PlanError(f"spec.mode: {str(mode_text)[:40]!r} is not one of {allowed}")
         return cls(
             selection=selection,
             mode=Mode(mode_text),
@@ -84,6 +93,11 @@ class MigrationSpec:
 
 
 def _timeout(text: object) -> float:
+    if isinstance(text, str) and len(text) > MAX_DURATION_LENGTH:
+        # Also spares int() a number past Python's 4,300-digit limit (a ValueError of its own).
+        raise PlanError(
+            f"spec.keyConvergenceTimeout: at most {MAX_DURATION_LENGTH} characters, like '10m' or '1h30m'"
+        )
     try:
         return parse_duration(
             "spec.keyConvergenceTimeout",

@@ -7,7 +7,7 @@ including none, so ``*/*`` is everything and ``*.k8s.io/*`` every group under k8
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 CORE = "core"
@@ -15,6 +15,9 @@ CORE = "core"
 NAME_SYNTAX = r"(\*|[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?)"
 PATTERN_SYNTAX = re.compile(f"^{NAME_SYNTAX}/{NAME_SYNTAX}$")
 EVERYTHING = ("*/*",)
+# The CRD's bounds (maxItems, maxLength), mirrored so the engine is safe without admission.
+MAX_PATTERNS = 100
+MAX_PATTERN_LENGTH = 253
 
 
 class SelectionError(ValueError):
@@ -32,7 +35,11 @@ class ResourcePattern:
     resource: str
 
     @classmethod
-    def parse(cls, text: str, field: str) -> ResourcePattern:
+    def parse(cls, text: object, field: str) -> ResourcePattern:
+        if not isinstance(text, str):
+            raise SelectionError(f"{field}: must be a string like 'apps/*', got {_shown(text)}")
+        if len(text) > MAX_PATTERN_LENGTH:
+            raise SelectionError(f"{field}: at most {MAX_PATTERN_LENGTH} characters, got {len(text)}")
         if not PATTERN_SYNTAX.match(text):
             raise SelectionError(
                 f"{field}: {text!r} is not a group/resource pattern "
@@ -49,8 +56,28 @@ class ResourcePattern:
 
 
 def _glob(pattern: str, value: str) -> bool:
-    regex = "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
-    return re.match(regex, value) is not None
+    """``*`` matches any run of characters. Linear in both lengths: a regex of ``.*`` runs
+    backtracks exponentially on a near miss, and a spec may hold 126 stars in one pattern."""
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return pattern == value
+    first, *middle, last = parts
+    if len(value) < len(first) + len(last) or not value.startswith(first) or not value.endswith(last):
+        return False
+    position, end = len(first), len(value) - len(last)
+    for part in middle:
+        # Leftmost match of each literal part: it leaves the most room for the parts after it.
+        found = value.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
+
+
+def _shown(value: object) -> str:
+    """A short picture of a wrong value for an error message (specs hold no secrets)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -69,12 +96,25 @@ class Selection:
         return text
 
 
-def parse_selection(include: Sequence[str] | None, exclude: Sequence[str] | None) -> Selection:
+def parse_selection(include: object, exclude: object) -> Selection:
     """Build a selection from the spec; an empty or missing include list means everything."""
-    include_patterns = _parse_all(include or EVERYTHING, "spec.resources.include")
-    exclude_patterns = _parse_all(exclude or (), "spec.resources.exclude")
+    include_patterns = _parse_all(
+        _patterns(include, "spec.resources.include") or EVERYTHING, "spec.resources.include"
+    )
+    exclude_patterns = _parse_all(_patterns(exclude, "spec.resources.exclude"), "spec.resources.exclude")
     return Selection(include_patterns, exclude_patterns)
 
 
-def _parse_all(texts: Iterable[str], field: str) -> tuple[ResourcePattern, ...]:
+def _patterns(texts: object, field: str) -> list[object]:
+    """The list a spec field holds (missing is empty); anything else is refused by name."""
+    if texts is None:
+        return []
+    if not isinstance(texts, list | tuple):
+        raise SelectionError(f"{field}: must be a list of patterns like ['apps/*'], got {_shown(texts)}")
+    if len(texts) > MAX_PATTERNS:
+        raise SelectionError(f"{field}: at most {MAX_PATTERNS} patterns, got {len(texts)}")
+    return list(texts)
+
+
+def _parse_all(texts: Iterable[object], field: str) -> tuple[ResourcePattern, ...]:
     return tuple(ResourcePattern.parse(text, f"{field}[{index}]") for index, text in enumerate(texts))
