@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.migration.outcome import Outcome
-from kms_storage_migrator.migration.progress import Phase
+from kms_storage_migrator.migration.progress import SUSPENDED, Phase
 
 NAMESPACE = "kms_storage_migrator"
 
@@ -97,7 +97,8 @@ class MigrationMetrics:
     def outcome(self, resource: str, outcome: Outcome) -> None:
         self._metrics.objects.labels(self._migration, resource, outcome.value).inc()
 
-    def status(self, phase: Phase, remaining: int) -> None:
+    def status(self, phase: str, remaining: int) -> None:
         self._metrics.remaining.labels(self._migration).set(remaining)
-        for candidate in Phase:
-            self._metrics.phase.labels(self._migration, candidate.value).set(1 if candidate is phase else 0)
+        # Suspended too: a paused migration must not look like a stalled Migrating one to alerts.
+        for candidate in (*(p.value for p in Phase), SUSPENDED):
+            self._metrics.phase.labels(self._migration, candidate).set(1 if candidate == phase else 0)

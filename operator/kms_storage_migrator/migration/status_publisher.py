@@ -44,14 +44,15 @@ class MigrationSink(Protocol):
 class MigrationObserver(RewriteObserver, Protocol):
     def outcome(self, resource: str, outcome: Outcome) -> None: ...
 
-    def status(self, phase: Phase, remaining: int) -> None: ...
+    def status(self, phase: str, remaining: int) -> None:
+        """The phase as status shows it: a Phase value, or Suspended."""
 
 
 class NullObserver(NoObserver):
     def outcome(self, resource: str, outcome: Outcome) -> None:
         return None
 
-    def status(self, phase: Phase, remaining: int) -> None:
+    def status(self, phase: str, remaining: int) -> None:
         return None
 
 
@@ -84,7 +85,7 @@ class StatusPublisher:
     def _document(self) -> dict[str, Any]:
         self._measure_rate()
         document = to_status(self._progress, utc_now())
-        self._observer.status(self._progress.phase, int(document["totals"]["remaining"]))
+        self._observer.status(str(document["phase"]), int(document["totals"]["remaining"]))
         return document
 
     def _measure_rate(self) -> None:
