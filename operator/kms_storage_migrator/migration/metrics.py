@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.migration.outcome import Outcome
-from kms_storage_migrator.migration.progress import SUSPENDED, Phase
+from kms_storage_migrator.migration.progress import Phase
+from kms_storage_migrator.migration.suspension import SUSPENDED
 
 NAMESPACE = "kms_storage_migrator"
 
