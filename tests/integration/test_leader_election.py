@@ -266,3 +266,20 @@ def wait_until(condition: Callable[[], bool], timeout: float, replicas: Replicas
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s:\n{replicas.tails()}")
         time.sleep(0.5)
+
+
+def test_a_bad_lease_setting_is_refused_in_one_line_before_anything_starts(tmp_path: Path) -> None:
+    # An empty name, not a missing namespace: a machine that is itself a pod has a namespace.
+    command = [sys.executable, "-m", "kms_storage_migrator", "run", "--metrics-port", "0", "--leader-elect"]
+    completed = subprocess.run(
+        [*command, "--leader-elect-namespace", "ops", "--leader-elect-name", ""],
+        capture_output=True,
+        text=True,
+        timeout=60,  # refused before anything starts; a started operator would run until killed
+        cwd=tmp_path,
+        check=False,
+    )
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert "--leader-elect-name: must not be empty" in lines[0]
