@@ -468,7 +468,7 @@ class KubeApi:
             if status == 401:
                 # Rotated, revoked or expired early: the retry carries a fresh token.
                 self._tokens.rejected(generation)
-            raise api_error(status, _decode(text)[0], retry_after)
+            raise api_error(status, _decode(text)[0] or _health_answer(path, text), retry_after)
         return _RawReply(status, text)
 
     async def get_json(self, path: str) -> dict[str, Any]:
@@ -510,6 +510,14 @@ def _decode(text: str) -> tuple[dict[str, Any], int]:
     if not isinstance(document, dict):
         return {}, 0
     return document, drop_last_applied(document)
+
+
+def _health_answer(path: str, text: str) -> dict[str, Any]:
+    """A failing health check answers in plain text (``/readyz/kms-providers`` names the KMS
+    error there); only such paths keep it, and :func:`safe_message` keeps only the KMS part."""
+    if text and path.split("?", 1)[0].startswith(HEALTH_PATHS):
+        return {"message": text}
+    return {}
 
 
 def drop_last_applied(document: dict[str, Any]) -> int:
@@ -590,7 +598,46 @@ def safe_message(reason: str, document: Mapping[str, Any]) -> str:
         return text[:MAX_ERROR_MESSAGE]
     if reason in SAFE_MESSAGE_REASONS:
         return message[:MAX_ERROR_MESSAGE]
+    if reason in SERVER_ERROR_REASONS:
+        return kms_summary(message) or ""
     return ""
+
+
+HEALTH_PATHS = ("/readyz", "/healthz", "/livez")
+# An apiserver error written by its storage or health code (JSON InternalError, or a health
+# check's plain text): the only answers whose KMS part is kept.
+SERVER_ERROR_REASONS = frozenset({"InternalError", "HTTP500", "HTTP503"})
+KMS_PREFIX = "KMS: "
+_DEK_EXPIRED = re.compile(
+    r'encryptedDEKSource with keyID hash "(sha256:[0-9a-f]{64})" expired at (\S{1,40}?)[ )]'
+)
+_KMS_PROVIDER = re.compile(r"KMS Provider ([A-Za-z0-9._-]{1,64})")
+_GRPC_CODE = re.compile(r"rpc error: code = ([A-Za-z]{1,32})")
+_KEY_DISABLED = re.compile(r"KMS_KEY_DISABLED: key ([A-Za-z0-9._-]{1,128}) is disabled")
+
+
+def kms_summary(message: str) -> str | None:
+    """What a KMS failure relayed by the apiserver says, rebuilt from fixed parts (None if it is not one).
+
+    Only parts of fixed shape are kept (a key id hash, a provider name, a gRPC code, the id of a
+    disabled key), never free text, so nothing else the message may carry can pass.
+    """
+    expired = _DEK_EXPIRED.search(message)
+    if expired:
+        return (
+            f"{KMS_PREFIX}the apiserver's DEK seed under key id hash {expired.group(1)} expired at "
+            f"{expired.group(2)}: its KMS plugin has not answered a Status call for 3 minutes"
+        )
+    if "kms-provider" not in message and "KMS Provider" not in message:
+        return None
+    provider = _KMS_PROVIDER.search(message)
+    parts = [f"{KMS_PREFIX}provider {provider.group(1)}" if provider else f"{KMS_PREFIX}provider"]
+    code = _GRPC_CODE.search(message)
+    parts.append(f"gRPC {code.group(1)}" if code else "health check failed")
+    disabled = _KEY_DISABLED.search(message)
+    if disabled:
+        parts.append(f"KMS_KEY_DISABLED: key {disabled.group(1)} is disabled")
+    return ": ".join(parts)[:MAX_ERROR_MESSAGE]
 
 
 def _invalid_fields(document: Mapping[str, Any]) -> str:

@@ -8,7 +8,9 @@ Every error ends up as one of five things, and only here is that decided:
 - stop: the migration was deleted or the operator exits (:class:`MigrationStopped`);
 - infrastructure unavailable: retries ran out while etcd or the apiserver does not answer; the
   phase is kept, the status says what it waits for, and the driver tries again after a backoff
-  (:class:`InfrastructureUnavailable`), never terminal;
+  (:class:`InfrastructureUnavailable`), never terminal. The apiserver failing to encrypt (its
+  KMS plugin down, the key disabled) is one too (:class:`KmsUnavailable`): every write fails
+  alike, so it is no outcome of any one object;
 - fatal: the migration cannot go on as specified; it ends Failed with the reason (:class:`MigrationFailed`).
 
 :func:`at_phase_level` maps what escapes a phase to the last three.
@@ -16,8 +18,11 @@ Every error ends up as one of five things, and only here is that decided:
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from kms_storage_migrator.errors import UserError
-from kms_storage_migrator.kube import ApiError, TransportError
+from kms_storage_migrator.kube import KMS_PREFIX, ApiError, TransportError
 from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.plan import PlanError
 from kms_storage_migrator.migration.ratelimit import RetryableFailure, is_retryable_status
@@ -36,6 +41,11 @@ class DiscoveryError(Exception):
     """Discovery of a group kube-apiserver serves itself failed: migrating without it would be silent."""
 
 
+APISERVER = "the apiserver"
+ETCD = "etcd"
+KMS = "the KMS"
+
+
 class InfrastructureUnavailable(Exception):
     """etcd or the apiserver does not answer: keep the phase, say so, wait, try again."""
 
@@ -45,16 +55,54 @@ class InfrastructureUnavailable(Exception):
         self.cause = cause
 
 
+@dataclass(frozen=True)
+class KmsTrouble:
+    """Why the apiserver cannot encrypt, from the content-free KMS summary kube.py keeps."""
+
+    reason: str  # the Degraded condition's reason
+    summary: str
+    advice: str
+
+
+KMS_UNAVAILABLE = "KMSUnavailable"
+KMS_KEY_DISABLED = "KMSKeyDisabled"
+_DISABLED_KEY = re.compile(r"key ([A-Za-z0-9._-]{1,128}) is disabled")
+
+
+def kms_trouble(text: str) -> KmsTrouble | None:
+    """The KMS failure an error's text reports, or None when it reports none."""
+    start = text.find(KMS_PREFIX)
+    if start < 0:
+        return None
+    summary = text[start + len(KMS_PREFIX) :]
+    disabled = _DISABLED_KEY.search(summary)
+    if disabled:
+        key = disabled.group(1)
+        advice = f"re-enable key {key} in your KMS (or rotate to a new key); the migration goes on by itself"
+        return KmsTrouble(KMS_KEY_DISABLED, summary, advice)
+    advice = (
+        "make the KMS plugin answer again (is it running? can it reach its KMS?); "
+        "the migration goes on by itself"
+    )
+    return KmsTrouble(KMS_UNAVAILABLE, summary, advice)
+
+
+class KmsUnavailable(InfrastructureUnavailable):
+    """The apiserver cannot encrypt: writes fail until its KMS plugin and key work again."""
+
+    def __init__(self, trouble: KmsTrouble) -> None:
+        super().__init__(
+            KMS, f"the apiserver cannot encrypt: {trouble.summary}; what to do: {trouble.advice}"
+        )
+        self.trouble = trouble
+
+
 class ResourceAbandoned(Exception):
     """Final for one resource (every write forbidden, a list that keeps expiring): move on."""
 
 
 class RunAgainLater(Exception):
     """The final status could not be stored: the caller runs the migration again after a delay."""
-
-
-APISERVER = "the apiserver"
-ETCD = "etcd"
 
 
 def outcome_of_error(status: int) -> Outcome | None:
@@ -85,11 +133,15 @@ def at_phase_level(error: Exception) -> Exception | None:
         return InfrastructureUnavailable(ETCD, str(error))
     if isinstance(error, RetryableFailure):
         # The request's own retries ran out: the apiserver is down or overloaded for a while.
-        return InfrastructureUnavailable(APISERVER, str(error))
+        trouble = kms_trouble(error.message)
+        return KmsUnavailable(trouble) if trouble else InfrastructureUnavailable(APISERVER, str(error))
     if isinstance(error, TransportError):
         return InfrastructureUnavailable(APISERVER, str(error))
     if isinstance(error, ApiError):
         if is_retryable_status(error.status):
+            trouble = kms_trouble(error.message)
+            if trouble:
+                return KmsUnavailable(trouble)
             return InfrastructureUnavailable(APISERVER, f"{error.status} {error.reason}")
         return MigrationFailed(f"the apiserver refused a request the migration needs: {error}")
     if isinstance(error, PlanError | DiscoveryError | UserError):

@@ -17,7 +17,10 @@ from kms_storage_migrator.migration.suspension import RESUMED, SUSPENDED
 if TYPE_CHECKING:
     from kms_storage_migrator.migration.progress import MigrationProgress
 
-__all__ = ["derive_conditions", "set_condition"]
+__all__ = ["KMS_AVAILABLE", "derive_conditions", "set_condition"]
+
+# False while the apiserver cannot encrypt (set by outage.py); Degraded follows it while active.
+KMS_AVAILABLE = "KMSAvailable"
 
 
 def set_condition(
@@ -93,6 +96,9 @@ def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
         return True, "StaleObjectsRemain", f"{verification.stale} object(s) still stale, e.g. {examples}"
     if progress.phase is Phase.FAILED:
         return True, "MigrationFailed", progress.message or "the migration failed"
+    kms = next((c for c in progress.conditions if c.get("type") == KMS_AVAILABLE), None)
+    if kms is not None and kms.get("status") == "False" and progress.phase in ACTIVE_PHASES:
+        return True, str(kms.get("reason") or "KMSUnavailable"), str(kms.get("message") or "")
     if progress.failures_total:
         first = progress.failures[0] if progress.failures else None
         example = f", e.g. {first.resource} {_object_name(first)}: {first.reason}" if first else ""

@@ -3,6 +3,11 @@
 The driver calls :meth:`OutageWatch.wait_out` with what the error boundary called
 "infrastructure unavailable": the status keeps its phase and says what is awaited, the wait
 doubles up to OUTAGE_MAX_WAIT, and the migration goes on from its checkpoints once both answer.
+
+The KMS is watched too, through the apiserver's own ``kms-providers`` health check: a failing
+KMS lets writes go on for 3 minutes (the apiserver's cached DEK seed) and then fails them all,
+our status updates included. So the check is asked every KMS_CHECK_INTERVAL while work goes
+on, and the ``KMSAvailable`` condition (Degraded with it) is stored while writes still land.
 """
 
 from __future__ import annotations
@@ -14,19 +19,32 @@ from collections.abc import Awaitable, Callable
 from kms_storage_migrator.kube import ApiError, TransportError
 from kms_storage_migrator.migration.boundary import (
     APISERVER,
+    KMS_UNAVAILABLE,
     InfrastructureUnavailable,
+    KmsTrouble,
+    KmsUnavailable,
     as_retryable,
     at_phase_level,
+    kms_trouble,
 )
+from kms_storage_migrator.migration.conditions import KMS_AVAILABLE
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
-from kms_storage_migrator.migration.progress import MigrationProgress
-from kms_storage_migrator.migration.status_publisher import MigrationSink, StatusPublisher
+from kms_storage_migrator.migration.progress import MigrationProgress, set_condition
+from kms_storage_migrator.migration.status_publisher import MigrationSink, StatusPublisher, utc_now
 
 log = logging.getLogger(__name__)
 
 OUTAGE_FIRST_WAIT = 2.0
 OUTAGE_MAX_WAIT = 60.0
 READINESS_PATH = "/readyz"  # readable by every authenticated client (system:public-info-viewer)
+# Answers "ok", or 500 with the plugin's error in plain text (needs get on this non-resource URL).
+KMS_CHECK_PATH = "/readyz/kms-providers"
+# The apiserver asks its plugin again when the check's last answer is older than 20 s.
+KMS_CHECK_INTERVAL = 20.0
+KMS_HEALTH_FAILS = (
+    "the apiserver's kms-providers health check fails: writes go on with its cached DEK seed "
+    "for up to 3 minutes after the KMS last answered, then fail until it answers again"
+)
 
 
 class OutageWatch:
@@ -41,6 +59,7 @@ class OutageWatch:
         sink: MigrationSink,
         sleep: Callable[[float], Awaitable[None]],
         check_stop: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self._etcd = etcd
@@ -53,6 +72,9 @@ class OutageWatch:
         self._since = 0.0
         self._attempt = 0  # waits since work last went on: the backoff grows with it
         self._what = ""
+        self._clock = clock
+        self._kms_checked_at = clock()  # the first check waits one interval: a short run needs none
+        self._kms_checks = True  # off once the apiserver says it has no such check, or we may not ask
 
     async def require_available(self) -> None:
         """Raise InfrastructureUnavailable unless the apiserver is ready and etcd answers."""
@@ -60,6 +82,9 @@ class OutageWatch:
             await self._api.get_json(READINESS_PATH)
         except (ApiError, TransportError) as error:
             if as_retryable(error) is not None:
+                trouble = await self._kms_trouble() if isinstance(error, ApiError) else None
+                if trouble is not None:
+                    raise KmsUnavailable(trouble) from error
                 raise InfrastructureUnavailable(APISERVER, f"{READINESS_PATH}: {error}") from error
         if self._etcd is not None:
             await self._etcd.get(self._probe_key)  # EtcdUnavailable: the boundary maps it
@@ -71,7 +96,65 @@ class OutageWatch:
             self._attempt = 0
             back = f"{self._what} answers again after {waited:.0f}s; {self._progress.phase.value} goes on"
             log.info("%s", back)
+            self._kms_condition(None, back)
             await self._sink.event("Normal", "InfrastructureAvailable", back)
+        await self._watch_kms()
+
+    async def _watch_kms(self) -> None:
+        """Ask the KMS check now and then: its failure shows while our status can still be stored."""
+        if not self._kms_checks or self._clock() - self._kms_checked_at < KMS_CHECK_INTERVAL:
+            return
+        self._kms_checked_at = self._clock()
+        trouble = await self._kms_trouble()
+        was_down = self._kms_down()
+        if trouble is not None:
+            message = f"{KMS_HEALTH_FAILS} ({trouble.summary}); what to do: {trouble.advice}"
+            if not was_down:
+                log.warning("%s", message)
+                await self._sink.event("Warning", trouble.reason, message)
+            self._kms_condition(trouble, message)
+            await self._publisher.publish(force=True)
+        elif was_down:
+            self._kms_condition(None, "the apiserver's kms-providers health check passes again")
+            await self._publisher.publish(force=True)
+
+    async def _kms_trouble(self) -> KmsTrouble | None:
+        """What the apiserver's KMS check says is wrong, or None (healthy, absent, or not ours to ask)."""
+        if not self._kms_checks:
+            return None
+        try:
+            await self._api.get_json(KMS_CHECK_PATH)
+        except TransportError:
+            return None  # the apiserver itself is away: that outage is named as such
+        except ApiError as error:
+            if error.status in (401, 403, 404):
+                # No KMS provider configured, or RBAC does not grant this non-resource URL.
+                self._kms_checks = error.status == 401
+                return None
+            return kms_trouble(error.message) or KmsTrouble(
+                KMS_UNAVAILABLE,
+                f"{KMS_CHECK_PATH} answers {error.status}",
+                "make the KMS plugin answer again; the migration goes on by itself",
+            )
+        return None
+
+    def _kms_down(self) -> bool:
+        return any(
+            c.get("type") == KMS_AVAILABLE and c.get("status") == "False" for c in self._progress.conditions
+        )
+
+    def _kms_condition(self, trouble: KmsTrouble | None, message: str) -> None:
+        """KMSAvailable False with the trouble; back to True only if it was ever set."""
+        if trouble is None and not self._kms_down():
+            return
+        self._progress.conditions = set_condition(
+            self._progress.conditions,
+            KMS_AVAILABLE,
+            status=trouble is None,
+            reason=trouble.reason if trouble else KMS_AVAILABLE,
+            message=message,
+            now=utc_now(),
+        )
 
     async def wait_out(self, outage: InfrastructureUnavailable) -> None:
         """Keep the phase, say what is awaited, back off; return once both answer again."""
@@ -82,6 +165,8 @@ class OutageWatch:
             self._attempt += 1
             delay = min(OUTAGE_MAX_WAIT, OUTAGE_FIRST_WAIT * 2 ** (self._attempt - 1))
             self._progress.message = message = self._waiting(outage, self._attempt, delay)
+            if isinstance(outage, KmsUnavailable):
+                self._kms_condition(outage.trouble, message)
             log.warning("%s", message)
             await self._publisher.publish(force=True)
             await self._sleep(delay)
