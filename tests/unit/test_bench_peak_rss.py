@@ -12,7 +12,10 @@ from peak_rss import descendants, high_water_kib
 from production_scale import spawn, wait_child
 
 MIB = 1024 * 1024
-CHILD = "b = bytearray({size}); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]"
+# The child stays a second after its peak: a sampler that polls every 0.1 s must see it alive
+# (exiting at once, it fell between two samples on a loaded machine, and read 2 MB).
+TOUCH = "[b.__setitem__(i, 1) for i in range(0, len(b), 4096)]"
+CHILD = "import time; b = bytearray({size}); " + TOUCH + "; time.sleep(1)"
 
 
 def test_a_child_reports_its_own_peak_not_its_parents() -> None:
