@@ -165,6 +165,14 @@ class PodSpec:
     def args(self) -> list[str]:
         return list(self.container["args"])
 
+    def env_value(self, variable: dict[str, Any]) -> str:
+        """A variable's value; the downward API's (the pod's own name and namespace) as the
+        kubelet would fill them in for a pod of this Deployment."""
+        if "value" in variable:
+            return str(variable["value"])
+        field = variable["valueFrom"]["fieldRef"]["fieldPath"]
+        return {"metadata.name": f"{SERVICE_ACCOUNT}-0", "metadata.namespace": NAMESPACE}[field]
+
     def mount_path(self, volume: str) -> str:
         return next(m["mountPath"] for m in self.container["volumeMounts"] if m["name"] == volume)
 
@@ -201,7 +209,7 @@ class PodSpec:
             f"{self.mount_path('tmp')}:rw,nosuid,nodev,mode=1777,size={tmp_bytes}",
         ]
         for variable in self.container.get("env", []):
-            flags += ["--env", f"{variable['name']}={variable['value']}"]
+            flags += ["--env", f"{variable['name']}={self.env_value(variable)}"]
         return flags
 
 
@@ -245,7 +253,7 @@ def install_chart_rbac(cluster: DevCluster) -> None:
         for d in helm_template()
         if d["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
     ]
-    assert len(rbac) == 5
+    assert len(rbac) == 7  # events and leader-election Roles and bindings
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
 
 
