@@ -259,9 +259,16 @@ def test_two_replicas_without_leader_election_are_refused() -> None:
     assert "leaderElection.enabled is false" in result.stderr
 
 
-def test_auto_migrate_value_adds_the_flag() -> None:
+def test_auto_migrate_value_adds_the_flag_and_only_then_create_on_storagemigrations() -> None:
     assert "--auto-migrate" not in container(render())["args"]
     assert "--auto-migrate" in container(render("--set", "autoMigrate=true"))["args"]
+
+    def own_resource_verbs(*values: str) -> list[str]:
+        rules = only(render(*values), "ClusterRole")["rules"]
+        return next(r["verbs"] for r in rules if r.get("resources") == ["storagemigrations"])
+
+    assert "create" not in own_resource_verbs()
+    assert "create" in own_resource_verbs("--set", "autoMigrate=true")
 
 
 def test_etcd_client_secret_is_mounted_read_only_when_enabled() -> None:
