@@ -147,7 +147,10 @@ async def migrate(
 
 
 async def operate(memo: OperatorMemo, liveness_endpoint: str | None) -> None:
-    """Run kopf with these handlers until the operator is told to stop: cluster-wide, one replica."""
+    """Run kopf with these handlers until the operator is told to stop, cluster-wide.
+
+    With --leader-elect this runs only while the Lease is held (leader.py), so one replica works.
+    """
 
     async def run_kopf(insights: Insights, stop: asyncio.Event) -> None:
         await kopf.operator(
