@@ -612,6 +612,7 @@ _DEK_EXPIRED = re.compile(
     r'encryptedDEKSource with keyID hash "(sha256:[0-9a-f]{64})" expired at (\S{1,40}?)[ )]'
 )
 _KMS_PROVIDER = re.compile(r"KMS Provider ([A-Za-z0-9._-]{1,64})")
+_KMS_CHECK = re.compile(r"(kms-provider-[0-9]{1,3})")  # the check's name, when the text has no provider
 _GRPC_CODE = re.compile(r"rpc error: code = ([A-Za-z]{1,32})")
 _KEY_DISABLED = re.compile(r"KMS_KEY_DISABLED: key ([A-Za-z0-9._-]{1,128}) is disabled")
 
@@ -626,11 +627,11 @@ def kms_summary(message: str) -> str | None:
     if expired:
         return (
             f"{KMS_PREFIX}the apiserver's DEK seed under key id hash {expired.group(1)} expired at "
-            f"{expired.group(2)}: its KMS plugin has not answered a Status call for 3 minutes"
+            f"{expired.group(2)}: no healthy answer from its KMS plugin for 3 minutes"
         )
     if "kms-provider" not in message and "KMS Provider" not in message:
         return None
-    provider = _KMS_PROVIDER.search(message)
+    provider = _KMS_PROVIDER.search(message) or _KMS_CHECK.search(message)
     parts = [f"{KMS_PREFIX}provider {provider.group(1)}" if provider else f"{KMS_PREFIX}provider"]
     code = _GRPC_CODE.search(message)
     parts.append(f"gRPC {code.group(1)}" if code else "health check failed")

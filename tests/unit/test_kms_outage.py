@@ -28,7 +28,7 @@ from kms_storage_migrator.migration.outage import (
     READINESS_PATH,
     OutageWatch,
 )
-from kms_storage_migrator.migration.progress import MigrationProgress, Phase, to_status
+from kms_storage_migrator.migration.progress import Failure, MigrationProgress, Phase, to_status
 from kms_storage_migrator.migration.ratelimit import RetryableFailure
 from kms_storage_migrator.migration.status_publisher import NullObserver, StatusPublisher
 
@@ -283,3 +283,45 @@ def test_unready_because_of_the_kms_is_a_kms_outage_and_its_wait_says_so() -> No
     asyncio.run(outage.settled())
     kms = next(c for c in progress.conditions if c["type"] == KMS_AVAILABLE)
     assert kms["status"] == "True"
+
+
+def test_a_kms_check_without_the_provider_name_names_the_check() -> None:
+    text = "internal server error: kms-provider-0: rpc error: code = FailedPrecondition desc = x"
+    assert health_error(text).message == "KMS: provider kms-provider-0: gRPC FailedPrecondition"
+
+
+def test_a_page_whose_writes_failed_on_the_kms_is_an_outage_even_when_readyz_passes() -> None:
+    api, sink, clock = Api(), Sink(), Clock()
+    outage, progress = watch(api, sink, clock)
+    api.answers[KMS_CHECK_PATH] = health_error(KEY_DISABLED_CHECK)
+    clock.now += KMS_CHECK_INTERVAL
+    asyncio.run(outage.settled())  # the check fails while writes still land: the key is named
+    api.answers[KMS_CHECK_PATH] = None  # then it answers from a cache, and /readyz passes
+    expired = "HTTP 500: " + safe_message("InternalError", DEK_EXPIRED)
+    progress.record_failure(Failure("core/configmaps", "a", "b", "InternalError", expired))
+    with pytest.raises(KmsUnavailable) as raised:
+        asyncio.run(outage.require_available())
+    assert raised.value.trouble.reason == KMS_KEY_DISABLED  # the write's text, named by the check
+
+    # Once the page is committed (its failures final), they are no longer the page's own.
+    asyncio.run(outage.settled())
+    asyncio.run(outage.require_available())
+
+
+def test_the_wait_goes_on_until_a_write_lands_not_just_until_readyz_passes() -> None:
+    api, sink, clock = Api(), Sink(), Clock()
+    outage, progress = watch(api, sink, clock)
+    # Status writes refused: each wait's own status update, then its probe; the 4th lands.
+    refusals = [api_error(500, DEK_EXPIRED)] * 3
+
+    async def publish(status: dict[str, Any]) -> None:
+        if refusals:
+            raise refusals.pop()
+        sink.published.append(status)
+
+    sink.publish = publish  # type: ignore[method-assign]
+    trouble = kms_trouble("HTTP 500: " + safe_message("InternalError", DEK_EXPIRED))
+    assert trouble is not None
+    asyncio.run(outage.wait_out(KmsUnavailable(trouble)))
+    assert not refusals
+    assert "retry 2 in 4s" in progress.message  # the first probe refused: it waited again

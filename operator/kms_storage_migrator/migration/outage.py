@@ -29,7 +29,7 @@ from kms_storage_migrator.migration.boundary import (
 )
 from kms_storage_migrator.migration.conditions import KMS_AVAILABLE
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
-from kms_storage_migrator.migration.progress import MigrationProgress, set_condition
+from kms_storage_migrator.migration.progress import MigrationProgress, set_condition, to_status
 from kms_storage_migrator.migration.status_publisher import MigrationSink, StatusPublisher, utc_now
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,28 @@ class OutageWatch:
         self._clock = clock
         self._kms_checked_at = clock()  # the first check waits one interval: a short run needs none
         self._kms_checks = True  # off once the apiserver says it has no such check, or we may not ask
+        self._failures_seen = progress.failures_total  # failures beyond it are the current page's
+        self._last_trouble: KmsTrouble | None = None  # what the KMS check last said, until writes land
 
     async def require_available(self) -> None:
-        """Raise InfrastructureUnavailable unless the apiserver is ready and etcd answers."""
+        """Raise InfrastructureUnavailable unless the apiserver is ready and etcd answers.
+
+        Asked after a page whose writes ran out of retries: a KMS error among them is an outage
+        even when /readyz passes (measured: with the key still disabled, /readyz passed now and
+        then while every write failed), so those writes are redone later, never counted.
+        """
+        trouble = self._fresh_kms_failure()
+        if trouble is not None:
+            raise KmsUnavailable(self._named(await self._kms_trouble() or trouble))
+        await self._answering()
+
+    def _named(self, trouble: KmsTrouble) -> KmsTrouble:
+        """A write only says its DEK seed expired; the KMS check said why (the key is disabled)."""
+        if trouble.reason == KMS_UNAVAILABLE and self._last_trouble is not None:
+            return self._last_trouble
+        return trouble
+
+    async def _answering(self) -> None:
         try:
             await self._api.get_json(READINESS_PATH)
         except (ApiError, TransportError) as error:
@@ -96,9 +115,38 @@ class OutageWatch:
             self._attempt = 0
             back = f"{self._what} answers again after {waited:.0f}s; {self._progress.phase.value} goes on"
             log.info("%s", back)
+            self._last_trouble = None
             self._kms_condition(None, back)
             await self._sink.event("Normal", "InfrastructureAvailable", back)
+        self._failures_seen = self._progress.failures_total  # committed: no longer the page's own
         await self._watch_kms()
+
+    def _fresh_kms_failure(self) -> KmsTrouble | None:
+        """A KMS error among the failures recorded since work last went on (the page's own)."""
+        failures = self._progress.failures
+        fresh = self._progress.failures_total - self._failures_seen
+        if fresh <= 0 or len(failures) < fresh:
+            return None  # none new, or past the bounded list (its newest are not kept)
+        for failure in failures[len(failures) - fresh :]:
+            trouble = kms_trouble(failure.message)
+            if trouble is not None:
+                return trouble
+        return None
+
+    async def _write_lands(self) -> None:
+        """Store the status (its message changed since the last one: a real write), or raise.
+
+        The only sure sign the apiserver encrypts again: its KMS check answers from a cache.
+        """
+        try:
+            await self._sink.publish(to_status(self._progress, utc_now()))
+        except ApiError as error:
+            trouble = kms_trouble(error.message)
+            if trouble is not None:
+                raise KmsUnavailable(self._named(trouble)) from error
+            log.warning("status update failed while probing writes: %s", error)
+        except TransportError as error:
+            raise InfrastructureUnavailable(APISERVER, str(error)) from error
 
     async def _watch_kms(self) -> None:
         """Ask the KMS check now and then: its failure shows while our status can still be stored."""
@@ -131,7 +179,11 @@ class OutageWatch:
                 # No KMS provider configured, or RBAC does not grant this non-resource URL.
                 self._kms_checks = error.status == 401
                 return None
-            return kms_trouble(error.message) or KmsTrouble(
+            trouble = kms_trouble(error.message)
+            if trouble is not None:
+                self._last_trouble = trouble
+                return trouble
+            return KmsTrouble(
                 KMS_UNAVAILABLE,
                 f"{KMS_CHECK_PATH} answers {error.status}",
                 "make the KMS plugin answer again; the migration goes on by itself",
@@ -172,7 +224,9 @@ class OutageWatch:
             await self._sleep(delay)
             self._check_stop()
             try:
-                await self.require_available()
+                await self._answering()
+                if isinstance(outage, KmsUnavailable):
+                    await self._write_lands()
             except Exception as error:
                 still = at_phase_level(error)
                 if not isinstance(still, InfrastructureUnavailable):
