@@ -105,8 +105,12 @@ def scenario_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def draw_chart(runs: list[Run], path: Path) -> None:
-    """Objects/s per contender per scenario, and peak RSS against the number of objects."""
+def draw_chart(runs: list[Run], path: Path, memory_runs: list[Run] | None = None) -> None:
+    """Objects/s per contender per scenario, and peak RSS against the number of objects.
+
+    ``memory_runs``: where the RSS panel's points come from, if not ``runs`` (results measured
+    before peak_rss.py carry the benchmark's own high-water mark, not the contender's).
+    """
     import matplotlib  # noqa: PLC0415 (the `bench` extra; only for --chart)
 
     matplotlib.use("Agg")
@@ -122,11 +126,15 @@ def draw_chart(runs: list[Run], path: Path) -> None:
         axis.set_title(f"{scenario}, {largest:,} objects: stale objects/s")
         axis.invert_yaxis()
     memory = axes[-1]
-    for contender in dict.fromkeys(r.contender for r in runs):
-        points = sorted({(r.objects, r.migrator_peak_rss_mb) for r in runs if r.contender == contender})
+    memory_runs = runs if memory_runs is None else memory_runs
+    for contender in dict.fromkeys(r.contender for r in memory_runs):
+        points = sorted(
+            {(r.objects, r.migrator_peak_rss_mb) for r in memory_runs if r.contender == contender}
+        )
         memory.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=contender)
     memory.set_title("migrator peak RSS (MB) against objects")
     memory.set_xlabel("seeded objects")
+    memory.set_ylim(bottom=0)
     memory.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -136,11 +144,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="production_scale.py results JSON files")
     parser.add_argument("--chart", type=Path, help="write a PNG chart here (needs the `bench` extra)")
+    parser.add_argument("--memory-from", nargs="+", type=Path, help="results for the chart's RSS panel")
     args = parser.parse_args()
     runs = load_runs(args.results)
     print(scenario_table(runs))
     if args.chart:
-        draw_chart(runs, args.chart)
+        draw_chart(runs, args.chart, load_runs(args.memory_from) if args.memory_from else None)
     return 0
 
 
