@@ -42,6 +42,8 @@ ETCD_VALUES = (
     "--set",
     "etcd.endpoints={https://10.0.0.10:2379,https://10.0.0.11:2379}",
 )
+# Leader election off needs one replica: two would migrate at the same time.
+WITHOUT_LEADER_ELECTION = ("--set", "leaderElection.enabled=false", "--set", "replicas=1")
 
 
 def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -91,6 +93,7 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
         ("ClusterRole", NAME),
         ("ClusterRoleBinding", NAME),
         ("Deployment", NAME),
+        ("PodDisruptionBudget", NAME),  # two replicas by default: a drain keeps one
         ("Role", f"{NAME}-events"),  # in "default", where the operator posts events
         ("Role", f"{NAME}-leader-election"),  # the Lease, in the release namespace
         ("RoleBinding", f"{NAME}-events"),
@@ -130,17 +133,18 @@ def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules()
     ]
 
 
-def test_deployment_is_single_replica_rolling_under_leader_election_and_locked_down() -> None:
+def test_deployment_is_two_replicas_rolling_under_leader_election_and_locked_down() -> None:
     documents = render()
     deployment = only(documents, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
+    # A leader and a standby by default (issue 13): a drained node does not stop a migration.
+    assert deployment["spec"]["replicas"] == 2
     # The new pod stands by until the old one, stopped, releases the Lease: never two at work.
     assert deployment["spec"]["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
     # Without leader election the old pod must be gone before a new one starts.
-    without = only(render("--set", "leaderElection.enabled=false"), "Deployment")
+    without = only(render(*WITHOUT_LEADER_ELECTION), "Deployment")
     assert without["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == NAME
@@ -194,11 +198,9 @@ def test_replicas_elect_a_leader_through_the_lease_named_for_the_project() -> No
     env = {variable["name"]: variable for variable in operator["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    off = container(render("--set", "leaderElection.enabled=false"))["args"]
+    off = container(render(*WITHOUT_LEADER_ELECTION))["args"]
     assert not [argument for argument in off if argument.startswith("--leader-elect")]
-    roles = [
-        d["metadata"]["name"] for d in render("--set", "leaderElection.enabled=false") if d["kind"] == "Role"
-    ]
+    roles = [d["metadata"]["name"] for d in render(*WITHOUT_LEADER_ELECTION) if d["kind"] == "Role"]
     assert roles == [f"{NAME}-events"]
 
 
@@ -222,10 +224,11 @@ def test_the_lease_role_allows_get_and_update_of_one_lease_and_create() -> None:
 
 
 def test_two_replicas_get_a_disruption_budget_and_spread_over_nodes() -> None:
-    single = render()
+    # One replica has nothing to keep through a drain: a budget would only block it.
+    single = render("--set", "replicas=1")
     assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
     assert "affinity" not in only(single, "Deployment")["spec"]["template"]["spec"]
-    documents = render("--set", "replicas=2")
+    documents = render()
     deployment = only(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     budget = only(documents, "PodDisruptionBudget")
@@ -238,25 +241,18 @@ def test_two_replicas_get_a_disruption_budget_and_spread_over_nodes() -> None:
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert term["labelSelector"]["matchLabels"].items() <= pod_labels.items()
     # The user's own affinity replaces the default one.
-    custom = only(render("--set", "replicas=2", "--set", "affinity.nodeAffinity.foo=bar"), "Deployment")[
-        "spec"
-    ]["template"]["spec"]["affinity"]
+    custom = only(render("--set", "affinity.nodeAffinity.foo=bar"), "Deployment")["spec"]["template"]["spec"][
+        "affinity"
+    ]
     assert custom == {"nodeAffinity": {"foo": "bar"}}
 
 
 def test_two_replicas_without_leader_election_are_refused() -> None:
-    result = helm(
-        "template",
-        RELEASE,
-        str(CHART),
-        "--set",
-        "replicas=2",
-        "--set",
-        "leaderElection.enabled=false",
-        check=False,
-    )
+    # The default two replicas: turning leader election off alone is refused, saying what to do.
+    result = helm("template", RELEASE, str(CHART), "--set", "leaderElection.enabled=false", check=False)
     assert result.returncode != 0
     assert "leaderElection.enabled is false" in result.stderr
+    assert "set replicas to 1" in result.stderr
 
 
 def test_auto_migrate_value_adds_the_flag_and_only_then_create_on_storagemigrations() -> None:
@@ -393,7 +389,7 @@ def test_dockerfile_passes_hadolint_and_matches_the_chart_uid() -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "values", [(), (*ETCD_VALUES, "--set", "replicas=2")], ids=["api-only", "with-etcd-two-replicas"]
+    "values", [("--set", "replicas=1"), ETCD_VALUES], ids=["api-only-one-replica", "with-etcd-two-replicas"]
 )
 def test_rendered_chart_is_accepted_by_server_side_dry_run(
     dev_cluster: DevCluster, values: tuple[str, ...]
@@ -416,7 +412,7 @@ def test_rendered_chart_is_accepted_by_server_side_dry_run(
         f"deployment.apps/{NAME}",
     ):
         assert line in output
-    assert (f"poddisruptionbudget.policy/{NAME}" in output) == ("replicas=2" in values)
+    assert (f"poddisruptionbudget.policy/{NAME}" in output) == ("replicas=1" not in values)
 
 
 def _every_object(cluster: DevCluster) -> set[tuple[str, str, str]]:
@@ -494,8 +490,10 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
         ("RoleBinding", NAMESPACE, f"{NAME}-leader-election"),
         ("Service", NAMESPACE, f"{NAME}-metrics"),
         ("Deployment", NAMESPACE, NAME),
+        ("PodDisruptionBudget", NAMESPACE, NAME),
     } <= installed
     deployment = json.loads(cluster.kubectl("get", "deployment", NAME, "-n", NAMESPACE, "-o", "json"))
+    assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert "created (server dry run)" in cluster.kubectl(
         "create", "--dry-run=server", "-f", "-", input=example
