@@ -14,7 +14,7 @@ import copy
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from kms_storage_migrator.kube import ApiError, TransportError
@@ -44,15 +44,29 @@ class MigrationSink(Protocol):
 class MigrationObserver(RewriteObserver, Protocol):
     def outcome(self, resource: str, outcome: Outcome) -> None: ...
 
-    def status(self, phase: str, remaining: int) -> None:
-        """The phase as status shows it: a Phase value, or Suspended."""
+    def status(
+        self,
+        phase: str,
+        remaining: int,
+        verification: Mapping[str, Any] | None = None,
+        key_id: str | None = None,
+    ) -> None:
+        """The document being published: ``phase`` as status shows it (a Phase value, or
+        Suspended), its ``verification`` part (None before any read-back) and ``keyId`` (the
+        KMS key the migration writes with)."""
 
 
 class NullObserver(NoObserver):
     def outcome(self, resource: str, outcome: Outcome) -> None:
         return None
 
-    def status(self, phase: str, remaining: int) -> None:
+    def status(
+        self,
+        phase: str,
+        remaining: int,
+        verification: Mapping[str, Any] | None = None,
+        key_id: str | None = None,
+    ) -> None:
         return None
 
 
@@ -85,7 +99,12 @@ class StatusPublisher:
     def _document(self) -> dict[str, Any]:
         self._measure_rate()
         document = to_status(self._progress, utc_now())
-        self._observer.status(str(document["phase"]), int(document["totals"]["remaining"]))
+        self._observer.status(
+            str(document["phase"]),
+            int(document["totals"]["remaining"]),
+            document.get("verification"),
+            document.get("keyId"),
+        )
         return document
 
     def _measure_rate(self) -> None:
