@@ -150,19 +150,21 @@ def prepare(work: Path, scenario: str, objects: int, mix: int = 0) -> Path:
     They are stale in ``all-stale`` and current in ``ten-percent``.
     """
     base = DevCluster(work / f"prepare-{scenario}")
-    if scenario == "all-stale":
-        base.up("none")
-        seed_bench(base, objects, 0)
-        _seed_mix(base, mix)
-        base.encrypt()
-    else:
-        base.up("kms")
-        tenth = objects // 10
-        seed_bench(base, tenth, 0)
-        base.rotate_kek(restart=True)  # the rest is written under the new key at once
-        seed_bench(base, objects - tenth, tenth)
-        _seed_mix(base, mix)
-    base.down()
+    try:  # an interrupted preparation must not leave its cluster running
+        if scenario == "all-stale":
+            base.up("none")
+            seed_bench(base, objects, 0)
+            _seed_mix(base, mix)
+            base.encrypt()
+        else:
+            base.up("kms")
+            tenth = objects // 10
+            seed_bench(base, tenth, 0)
+            base.rotate_kek(restart=True)  # the rest is written under the new key at once
+            seed_bench(base, objects - tenth, tenth)
+            _seed_mix(base, mix)
+    finally:
+        base.down()
     snapshot = work / f"snapshot-{scenario}"
     shutil.rmtree(snapshot, ignore_errors=True)
     shutil.move(str(base.directory), snapshot)
