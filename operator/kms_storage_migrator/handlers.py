@@ -63,6 +63,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # Our one resource is known up front: no CRD watching, so RBAC needs no watch on CRDs.
     settings.scanning.disabled = True
     context: OperatorContext = memo.context
+    context.kopf_started = time.monotonic()  # every daemon is about to be spawned at once
     async with contextlib.AsyncExitStack() as connections:
         await connections.enter_async_context(context.api)
         if context.etcd_config is not None:

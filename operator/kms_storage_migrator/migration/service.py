@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import logging
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +51,9 @@ KIND = "StorageMigration"
 COMPONENT = "kms-storage-migrator"
 # Cluster-scoped objects have no namespace; their events go where kubectl looks for them.
 EVENT_NAMESPACE = "default"
-# A migration that never started waits this long at operator start, so an interrupted one
-# (which already holds progress) takes the single slot first.
+# A migration that never started waits this long when kopf has just started (and spawned every
+# daemon at once), so an interrupted one (which already holds progress) takes the single slot
+# first. One created while the operator runs starts at once.
 NEW_MIGRATION_HEAD_START = 3.0
 # How often a suspended migration looks at spec.suspend (kopf keeps the spec live) and its stop flag.
 SUSPENDED_POLL_SECONDS = 0.5
@@ -69,6 +71,10 @@ class OperatorContext:
     etcd_prefix: EtcdRoot = DEFAULT_ROOT  # the apiserver's --etcd-prefix: where its keys are in etcd
     slot: asyncio.Lock = field(default_factory=asyncio.Lock)
     running: str | None = None
+    kopf_started: float = field(default_factory=time.monotonic)  # set again at each kopf start
+
+    def just_started(self) -> bool:
+        return time.monotonic() - self.kopf_started < NEW_MIGRATION_HEAD_START
 
 
 def status_path(name: str) -> str:
@@ -162,7 +168,7 @@ async def run_migration(
                 return  # deleted (or the operator exits) while suspended
             if progress.suspended:
                 await _resume(sink, progress)
-            if progress.start_time is None:
+            if progress.start_time is None and context.just_started():
                 await asyncio.sleep(NEW_MIGRATION_HEAD_START)
             if context.slot.locked():
                 await _wait_pending(sink, progress, context.running)
