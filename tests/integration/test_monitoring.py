@@ -6,6 +6,7 @@ promtool comes from Debian's prometheus package (scripts/setup.sh installs it wh
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -36,6 +37,8 @@ ALERTS = {
     "KmsStorageMigrationStalled",
     "KmsStorageMigrationWaitingForKey",
     "KmsStorageMigratorDown",
+    "KmsStorageMigrationStaleObjects",
+    "KmsStorageOldKeyStillHoldsData",
 }
 # Series Prometheus makes itself for every target; the operator does not serve them.
 PROMETHEUS_OWN = {"up"}
@@ -127,7 +130,7 @@ def test_rules_pass_promtool_check(tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "SUCCESS: 4 rules found" in completed.stdout
+    assert f"SUCCESS: {len(ALERTS)} rules found" in completed.stdout
 
 
 def test_each_alert_fires_and_stays_quiet_as_its_unit_series_say(tmp_path: Path) -> None:
@@ -160,12 +163,16 @@ def test_thresholds_and_job_come_from_the_values() -> None:
         "--set",
         "monitoring.prometheusRule.operatorDownFor=2m",
         "--set",
+        "monitoring.prometheusRule.oldKeyDataFor=30d",
+        "--set",
         "monitoring.prometheusRule.job=kube-system/kms",
     )
     assert "[45m]" in custom["KmsStorageMigrationStalled"]["expr"]
     assert "offset 45m" in custom["KmsStorageMigrationStalled"]["expr"]
     assert custom["KmsStorageMigrationWaitingForKey"]["for"] == "1h"
     assert custom["KmsStorageMigratorDown"]["for"] == "2m"
+    assert custom["KmsStorageOldKeyStillHoldsData"]["for"] == "30d"
+    assert "for 30d" in custom["KmsStorageOldKeyStillHoldsData"]["annotations"]["summary"]
     assert all('job="kube-system/kms"' in rule["expr"] for rule in custom.values())
     refused = subprocess.run(
         [
@@ -215,12 +222,23 @@ def test_every_metric_the_alerts_and_dashboard_use_is_served_after_a_migration(
     cluster.kubectl("create", "-f", "-", input=configmaps_list("monitored", 40))
     install_crd(cluster)
     cluster.encrypt()
+    selection = {"resources": {"include": ["core/configmaps"]}}
+    # Written before encryption: plaintext in etcd, counted by etcdctl, not by the operator.
+    plaintext_before = stored_configmaps(cluster, lambda value: not value.startswith(KMS_PREFIX))
+    assert len(plaintext_before) >= 40
     log = tmp_path / "operator.log"
     with OperatorProcess(cluster, log) as operator:
-        apply_migration(cluster, "observed", {"mode": "Full", "resources": {"include": ["core/configmaps"]}})
+        apply_migration(cluster, "checked", {"mode": "VerifyOnly", **selection})
+        checked = wait_finished(cluster, "checked", log=log, timeout=180)["status"]
+        after_check = operator.metrics()
+        apply_migration(cluster, "observed", {"mode": "Full", **selection})
         status = wait_finished(cluster, "observed", log=log, timeout=180)["status"]
         exposition = operator.metrics()
     assert status["phase"] == "Succeeded", status.get("message")
+
+    # The read-back of stale data: the stale gauge is etcd's own count of plaintext ConfigMaps.
+    assert checked["verification"]["result"] == "StaleFound", checked
+    assert gauge(after_check, "verification_stale_objects", migration="checked") == len(plaintext_before)
 
     families = {family.name: family for family in text_string_to_metric_families(exposition)}
     sampled = {sample.name for family in families.values() for sample in family.samples}
@@ -235,3 +253,36 @@ def test_every_metric_the_alerts_and_dashboard_use_is_served_after_a_migration(
     assert missing == [], f"not on the operator's /metrics: {missing}"
     # And the series carry this migration, as the alerts' `by (migration)` expects.
     assert 'kms_storage_migrator_migration_phase{migration="observed",phase="Succeeded"} 1.0' in exposition
+    # The Full migration's verification replaced the VerifyOnly one: nothing stale, every
+    # ConfigMap under the KMS plugin's primary key, as etcd shows them.
+    assert gauge(exposition, "verification_stale_objects", migration="observed") == 0
+    assert gauge(exposition, "verification_stale_objects", migration="checked") is None
+    key_id = cluster.current_key_id()
+    under_current = stored_configmaps(cluster, lambda value: key_id.encode() in value)
+    assert len(under_current) >= 40
+    assert gauge(exposition, "objects_by_key", migration="observed", key_id=key_id, current="true") == len(
+        under_current
+    )
+    assert [line for line in exposition.splitlines() if 'current="false"' in line] == []
+
+
+KMS_PREFIX = b"k8s:enc:kms:v2:"
+
+
+def stored_configmaps(cluster: DevCluster, keep: Callable[[bytes], bool]) -> list[str]:
+    """etcd keys of the ConfigMaps whose stored value ``keep`` accepts, read with etcdctl."""
+    reply = json.loads(cluster.etcdctl("get", "/registry/configmaps/", "--prefix", "-w", "json"))
+    return [
+        base64.b64decode(kv["key"]).decode()
+        for kv in reply.get("kvs", [])
+        if keep(base64.b64decode(kv["value"]))
+    ]
+
+
+def gauge(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of one series on /metrics, None when it is not served."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == f"kms_storage_migrator_{name}" and sample.labels == labels:
+                return float(sample.value)
+    return None
