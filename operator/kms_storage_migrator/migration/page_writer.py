@@ -19,12 +19,53 @@ from kms_storage_migrator.migration.rewrite import Rewriter, RewriteResult, Rewr
 from kms_storage_migrator.migration.status_publisher import MigrationObserver, MigrationSink
 from kms_storage_migrator.migration.unreadable import Unreadable
 from kms_storage_migrator.migration.verify import object_key
+from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex
 
 # A resource whose first writes are all forbidden is skipped instead of failing object by object.
 FORBIDDEN_STREAK_LIMIT = 10
 LEARNABLE = frozenset({Outcome.REWRITTEN, Outcome.UNCHANGED})
 UNREADABLE = "StorageReadError"  # the apiserver's reason for a value it cannot decode
+# Our reason for a value etcd holds encrypted that the apiserver answers 500 for on every write:
+# "StorageError: corrupt object ... not transformable ... no matching prefix found" when its
+# provider or key left the EncryptionConfiguration (measured on 1.37.2, see docs/reliability.md).
+CANNOT_DECRYPT = "CannotDecrypt"
+INTERNAL_ERROR = "InternalError"  # the Status reason of that 500 (kube.py keeps no message for it)
+_SHOWN_KEY_ID = 80  # a KMS v2 key id may be 1 KiB; the start of it names the key well enough
+
+
+@dataclass(frozen=True)
+class StoredTarget(RewriteTarget):
+    """A target found in etcd (Targeted mode): its key and stored format explain a failure."""
+
+    etcd_key: str = ""
+    stored: StoredFormat | None = None
+
+
+def encrypted_under(stored: StoredFormat) -> str:
+    """The provider and key a stored value names in its prefix, for a person to look up."""
+    if stored.kind is FormatKind.KMS_V2:
+        return f"KMS v2 provider {stored.provider!r}, key id {(stored.key_id or '')[:_SHOWN_KEY_ID]!r}"
+    if stored.kind is FormatKind.KMS_V1:
+        return f"KMS v1 provider {stored.provider!r}"
+    return f"{stored.kind.value} key {stored.key_name!r}"
+
+
+def cannot_decrypt_message(result: RewriteResult) -> str | None:
+    """Why a write failed, when etcd says the value is encrypted and the apiserver kept answering
+    500 InternalError for it (it answered other requests: the driver checks before committing)."""
+    target = result.target
+    if not isinstance(target, StoredTarget) or target.stored is None or not target.stored.is_encrypted:
+        return None
+    if result.outcome not in FAILED_OUTCOMES or result.reason != INTERNAL_ERROR:
+        return None
+    answered = result.message or "HTTP 500"
+    return (
+        f"the apiserver cannot decrypt it ({answered} InternalError on every try): etcd holds it "
+        f"under {encrypted_under(target.stored)}, not in the encryption configuration now; add "
+        "that key back as a secondary provider and migrate again, or restore or delete the object "
+        f"(etcd key {target.etcd_key})"
+    )
 
 
 @dataclass
@@ -149,7 +190,11 @@ class PageWriter:
     async def _record_failure(self, entry: ResourceProgress, result: RewriteResult) -> None:
         target = result.target
         reason = result.reason or result.outcome.value
-        self._note_failure(Failure(entry.name, target.namespace or "", target.name, reason, result.message))
+        message = result.message
+        undecryptable = cannot_decrypt_message(result)
+        if undecryptable is not None:
+            reason, message = CANNOT_DECRYPT, undecryptable
+        self._note_failure(Failure(entry.name, target.namespace or "", target.name, reason, message))
         streak = self._forbidden_streak.get(entry.name, 0)
         if result.reason == "Forbidden" and streak >= 0:
             self._forbidden_streak[entry.name] = streak + 1

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from kms_storage_migrator.inventory.counts import ClassifiedObject
 from kms_storage_migrator.migration.format_learning import FormatLearner
-from kms_storage_migrator.migration.page_writer import PageWriter
+from kms_storage_migrator.migration.page_writer import PageWriter, StoredTarget
 from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import ResourcePhase, ResourceProgress
 from kms_storage_migrator.migration.resource_choice import ServedResource
@@ -106,5 +106,13 @@ class TargetedWalk:
 
 
 def _target(served: ServedResource, item: ClassifiedObject) -> RewriteTarget:
-    # etcd's mod_revision is the resourceVersion: the write is pinned to the version read.
-    return RewriteTarget(served, item.stored_key.namespace, item.stored_key.name, str(item.mod_revision))
+    # etcd's mod_revision is the resourceVersion: the write is pinned to the version read. The
+    # key and format go along so a failure can say how the object is stored (read from etcd).
+    return StoredTarget(
+        served,
+        item.stored_key.namespace,
+        item.stored_key.name,
+        str(item.mod_revision),
+        etcd_key=item.etcd_key,
+        stored=item.format,
+    )
