@@ -28,7 +28,7 @@ from kms_storage_migrator.migration.outage import (
     READINESS_PATH,
     OutageWatch,
 )
-from kms_storage_migrator.migration.progress import Failure, MigrationProgress, Phase, to_status
+from kms_storage_migrator.migration.progress import MAX_FAILURES, Failure, MigrationProgress, Phase, to_status
 from kms_storage_migrator.migration.ratelimit import RetryableFailure
 from kms_storage_migrator.migration.status_publisher import NullObserver, StatusPublisher
 
@@ -325,3 +325,15 @@ def test_the_wait_goes_on_until_a_write_lands_not_just_until_readyz_passes() -> 
     asyncio.run(outage.wait_out(KmsUnavailable(trouble)))
     assert not refusals
     assert "retry 2 in 4s" in progress.message  # the first probe refused: it waited again
+
+
+def test_a_full_failure_list_is_not_mistaken_for_the_page_s_own_failures() -> None:
+    api, sink, clock = Api(), Sink(), Clock()
+    outage, progress = watch(api, sink, clock)
+    expired = "HTTP 500: " + safe_message("InternalError", DEK_EXPIRED)
+    for index in range(MAX_FAILURES):  # committed long ago; the last one a KMS error
+        message = expired if index == MAX_FAILURES - 1 else "HTTP 403"
+        progress.record_failure(Failure("core/configmaps", "a", f"o{index}", "Forbidden", message))
+    asyncio.run(outage.settled())
+    progress.record_failure(Failure("core/configmaps", "a", "new", "Forbidden", "HTTP 403"))
+    asyncio.run(outage.require_available())  # the list keeps the first failures, not this one

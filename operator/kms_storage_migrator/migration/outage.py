@@ -125,8 +125,8 @@ class OutageWatch:
         """A KMS error among the failures recorded since work last went on (the page's own)."""
         failures = self._progress.failures
         fresh = self._progress.failures_total - self._failures_seen
-        if fresh <= 0 or len(failures) < fresh:
-            return None  # none new, or past the bounded list (its newest are not kept)
+        if fresh <= 0 or len(failures) != self._progress.failures_total:
+            return None  # none new, or the bounded list is full (it keeps the first, not the newest)
         for failure in failures[len(failures) - fresh :]:
             trouble = kms_trouble(failure.message)
             if trouble is not None:
