@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,12 @@ from operator_harness import (
     configmaps_list,
     etcd_stopped,
     install_crd,
+    migration,
     scan,
     wait_finished,
     wait_for,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.leader import LEASE_DURATION_SECONDS, LEASE_LOST_EXIT_CODE, RENEW_DEADLINE_SECONDS
@@ -48,15 +50,27 @@ LEASE_TIMEOUT = 60.0
 class ElectingOperator(OperatorProcess):
     """``run --leader-elect`` as replica ``identity`` (POD_NAME, as the chart passes it)."""
 
-    def __init__(self, cluster: DevCluster, log: Path, identity: str) -> None:
+    def __init__(
+        self,
+        cluster: DevCluster,
+        log: Path,
+        identity: str,
+        *,
+        program_args: Sequence[str] = (),
+        run_args: Sequence[str] = (),
+    ) -> None:
         super().__init__(cluster, log)
         self.identity = identity
+        # What a `helm upgrade` changes: operator.verbose (before `run`), operator.qps and the like.
+        self.program_args = tuple(program_args)
+        self.run_args = tuple(run_args)
 
     def start(self) -> ElectingOperator:
         command = [
             sys.executable,
             "-m",
             "kms_storage_migrator",
+            *self.program_args,
             "run",
             "--kubeconfig",
             str(self.cluster.kubeconfig),
@@ -69,6 +83,7 @@ class ElectingOperator(OperatorProcess):
             LEASE_NAMESPACE,
             "--leader-elect-name",
             LEASE_NAME,
+            *self.run_args,
         ]
         environment = {**os.environ, "POD_NAME": self.identity}
         with self.log.open("ab") as log:
@@ -77,6 +92,16 @@ class ElectingOperator(OperatorProcess):
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def handled(self, migration_name: str) -> int:
+        """Objects this process's engine finished for the migration, any outcome (its metrics)."""
+        return sum(
+            int(sample.value)
+            for family in text_string_to_metric_families(self.metrics())
+            for sample in family.samples
+            if sample.name == "kms_storage_migrator_objects_total"
+            and sample.labels.get("migration") == migration_name
+        )
 
     def ran(self, migration_name: str) -> bool:
         """Whether this process's engine worked on the migration (its metrics carry the name)."""
@@ -258,6 +283,99 @@ def test_a_leader_that_cannot_renew_exits_at_its_renew_deadline(replicas: Replic
         process.wait(timeout=LEASE_TIMEOUT)
     assert process.returncode == LEASE_LOST_EXIT_CODE, replicas.tails()
     assert f"not renewed for {RENEW_DEADLINE_SECONDS:g}s" in replicas.b.log.read_text()
+
+
+def test_a_rolling_upgrade_mid_migration_hands_it_to_the_new_pod_with_its_new_args(
+    replicas: Replicas,
+) -> None:
+    """`helm upgrade` with leader election: the new pod (new args) stands by, the old one gets
+    SIGTERM and releases the Lease, the new one takes over and resumes from the checkpoint."""
+    assert not replicas.a.alive()
+    assert not replicas.b.alive()
+    # A fresh start: the last test left a Lease naming a replica that exited.
+    replicas.cluster.kubectl("delete", "lease", LEASE_NAME, "-n", LEASE_NAMESPACE, "--ignore-not-found")
+    # A KEK rotation (apiserver restarted: it writes with the new key at once) makes every
+    # ConfigMap stale again, so the upgrade interrupts real re-encryption.
+    new_key = replicas.cluster.rotate_kek(restart=True)
+    directory = replicas.directory
+    # The old release: a slow default qps, so the migration is still running at the upgrade.
+    old = ElectingOperator(replicas.cluster, directory / "old.log", "pod-old", run_args=["--qps", "10"])
+    # The upgraded values: operator.verbose=true and a higher operator.qps.
+    new = ElectingOperator(
+        replicas.cluster,
+        directory / "new.log",
+        "pod-new",
+        program_args=["--verbose"],
+        run_args=["--qps", "60"],
+    )
+    pair = Replicas(replicas.cluster, directory, old, new)
+    try:
+        old.start()
+        assert pair.wait_holder(lambda holder: holder != "", LEASE_TIMEOUT) == "pod-old"
+        # No qps in the spec: the operator's --qps applies, and the upgrade changes it.
+        spec = {"mode": "Full", "resources": CONFIGMAPS, "concurrency": 4, "pageSize": PAGE_SIZE}
+        apply_migration(replicas.cluster, "upgrade", spec)
+        wait_for(
+            replicas.cluster,
+            "upgrade",
+            lambda m: (m.get("status") or {}).get("totals", {}).get("rewritten", 0) >= 50,
+            timeout=120,
+            log=old.log,
+        )
+        # maxSurge 1: the new pod starts first and waits for the Lease.
+        new.start()
+        wait_until(lambda: "standing by" in new.log.read_text(), LEASE_TIMEOUT, pair)
+        assert not new.ran("upgrade")
+        old_process = old.process
+        assert old_process is not None
+        # Still mid-run, or this would test nothing.
+        assert migration(replicas.cluster, "upgrade")["status"]["phase"] == "Migrating"
+        done_by_old = old.handled("upgrade")
+        terminated_at = time.monotonic()
+        old.stop()  # SIGTERM, as the kubelet sends it to the old ReplicaSet's pod
+        assert old_process.returncode == 0, pair.tails()
+        # Released on the way out (or already taken by the standby's next try).
+        assert pair.holder() in ("", "pod-new"), pair.lease()
+
+        assert pair.wait_holder(lambda holder: holder == "pod-new", TAKEOVER_TIMEOUT) == "pod-new"
+        handed_over_after = time.monotonic() - terminated_at
+        status = wait_finished(replicas.cluster, "upgrade", log=new.log, timeout=300)["status"]
+        assert status["phase"] == "Succeeded", status.get("message")
+        assert status["verification"]["result"] == "Verified"
+        totals = status["totals"]
+        # Every ConfigMap etcd holds counted once: the old pod's pages from the checkpoint, the
+        # rest by the new pod; only a page cut short by the SIGTERM is done again.
+        stored = etcd_configmap_keys(replicas.cluster)
+        assert totals["rewritten"] + totals["unchanged"] + totals["conflicts"] == stored
+        assert totals["unchanged"] + totals["conflicts"] <= PAGE_SIZE
+        assert totals["failed"] == 0
+        # Resumed, not started again: the new pod did only what the old one had not (give or
+        # take the interrupted page). Read from each process's own counters.
+        assert done_by_old >= 50
+        assert new.handled("upgrade") <= stored - done_by_old + PAGE_SIZE
+        assert status["keyId"] == new_key
+        # The figures docs/install.md quotes (seen with -s).
+        print(
+            f"upgrade: Lease to the new pod {handed_over_after:.1f} s after SIGTERM; old pod did "
+            f"{done_by_old}, new pod {new.handled('upgrade')} of {stored}; totals {totals}"
+        )
+        inventory = scan(replicas.cluster, "configmaps")
+        assert inventory["summary"]["stale"] == 0, inventory["summary"]
+        assert pair.holder() == "pod-new"
+        # The new pod runs with the upgraded args: debug logging only it was given.
+        assert " DEBUG " in new.log.read_text()
+        assert " DEBUG " not in old.log.read_text()
+    finally:
+        old.stop()
+        new.stop()
+
+
+def etcd_configmap_keys(cluster: DevCluster) -> int:
+    """How many ConfigMaps etcd stores, by etcdctl: a count the operator did not make."""
+    reply = json.loads(
+        cluster.etcdctl("get", "/registry/configmaps/", "--prefix", "--keys-only", "-w", "json")
+    )
+    return len(reply.get("kvs", []))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, replicas: Replicas) -> None:
