@@ -337,3 +337,13 @@ def test_a_full_failure_list_is_not_mistaken_for_the_page_s_own_failures() -> No
     asyncio.run(outage.settled())
     progress.record_failure(Failure("core/configmaps", "a", "new", "Forbidden", "HTTP 403"))
     asyncio.run(outage.require_available())  # the list keeps the first failures, not this one
+
+
+def test_a_kms_summary_quoted_inside_another_message_is_cut_out_of_it() -> None:
+    quoted = (
+        "the apiserver cannot decrypt it (HTTP 500: " + safe_message("InternalError", DEK_EXPIRED) + " "
+        "InternalError on every try): etcd holds it under KMS v2 provider 'local-kms'; add that key back"
+    )
+    trouble = kms_trouble(quoted)
+    assert trouble is not None
+    assert trouble.summary.endswith("no healthy answer from its KMS plugin for 3 minutes"), trouble.summary

@@ -67,6 +67,7 @@ class KmsTrouble:
 KMS_UNAVAILABLE = "KMSUnavailable"
 KMS_KEY_DISABLED = "KMSKeyDisabled"
 _DISABLED_KEY = re.compile(r"key ([A-Za-z0-9._-]{1,128}) is disabled")
+_SUMMARY_END = re.compile(r"[);]| InternalError")
 
 
 def kms_trouble(text: str) -> KmsTrouble | None:
@@ -74,7 +75,8 @@ def kms_trouble(text: str) -> KmsTrouble | None:
     start = text.find(KMS_PREFIX)
     if start < 0:
         return None
-    summary = text[start + len(KMS_PREFIX) :]
+    # kube.py's summary holds no ")" or ";": text after it is whoever quoted it (a failure message).
+    summary = _SUMMARY_END.split(text[start + len(KMS_PREFIX) :], maxsplit=1)[0].strip()
     disabled = _DISABLED_KEY.search(summary)
     if disabled:
         key = disabled.group(1)
