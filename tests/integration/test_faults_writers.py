@@ -28,7 +28,9 @@ from fault_tools import (
 pytestmark = pytest.mark.integration
 
 OBJECTS = scaled(900, 20_000)
-WRITERS = 4
+# Each writer is one thread sending one request at a time: 4 of them ran at 44.9 ops/s on a
+# loaded CI machine (requests slower than the 66 ms each had), so 8 share the rate.
+WRITERS = 8
 RATE = 60.0  # operations/s over all writers; the claim checked is >= 50
 MIN_RATE = 50.0
 

@@ -19,6 +19,7 @@ from kms_storage_migrator.migration.progress import ResourcePhase, ResourceProgr
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteTarget
 from kms_storage_migrator.migration.staleness import is_rewritable, needs_rewrite
+from kms_storage_migrator.migration.unreadable import Unreadable
 from kms_storage_migrator.migration.verify import stored_objects
 from kms_storage_migrator.migration.walk import Page
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
@@ -92,10 +93,13 @@ class TargetedWalk:
                 self._writer.walk_restarted(entry, ETCD_COMPACTED)
             restarts = self._etcd.compaction_restarts
             targets = [_target(served, item) for item in page if needs_rewrite(item.format, expected)]
-            # Objects already current are not written; the driver counts them unchanged.
+            # Values in no known format are never written (the apiserver cannot decode them
+            # either): each is a failure, as in a Full walk. The rest are current: unchanged.
+            unreadable = [_unreadable(item) for item in page if not is_rewritable(item.format)]
             entry.estimate = max(entry.estimate, entry.counts.done + len(page))
             last = page[-1].etcd_key
-            yield Page(targets, last, current=len(page) - len(targets))
+            current = len(page) - len(targets) - len(unreadable)
+            yield Page(targets, last, current=current, unreadable=unreadable)
         entry.estimate = entry.counts.done
         yield Page([], last, final=True)
 
@@ -103,6 +107,10 @@ class TargetedWalk:
         self, served: ServedResource, page_size: int, after: str | None
     ) -> AsyncGenerator[list[ClassifiedObject], None]:
         return stored_objects(self._etcd, served, self.index, page_size, after_key=after, root=self._root)
+
+
+def _unreadable(item: ClassifiedObject) -> Unreadable:
+    return Unreadable(item.stored_key.namespace, item.stored_key.name, item.etcd_key)
 
 
 def _target(served: ServedResource, item: ClassifiedObject) -> RewriteTarget:
