@@ -38,6 +38,12 @@ from kms_storage_migrator.migration.guidance import FALLBACK, what_to_do
         ),
         ("Invalid", "invalid fields: spec.replicas", "apps/deployments", ["kubectl edit"]),
         (
+            "CannotDecrypt",
+            "the apiserver cannot decrypt it: etcd holds it under aescbc key 'retired-key'",
+            "core/configmaps",
+            ["secondary provider", "new migration", "kubernetes.io/docs"],
+        ),
+        (
             "StorageReadError",
             "the apiserver cannot decode stored object(s): /registry/secrets/a/b",
             "core/secrets",

@@ -85,6 +85,15 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        # Targeted mode read the provider and key the object is under from etcd (page_writer.py).
+        lambda f: f.reason == "CannotDecrypt",
+        lambda _: (
+            "the object is under a provider or key no longer in the EncryptionConfiguration: add it "
+            "back as a secondary provider, restart the apiservers, run a new migration, then remove "
+            f"it; see {DECRYPT_DOCS}"
+        ),
+    ),
+    Rule(
         lambda f: f.reason == "StorageReadError",
         lambda _: (
             "the apiserver cannot decrypt or decode the stored value: it is under a provider or key "
