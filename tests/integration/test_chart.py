@@ -128,8 +128,9 @@ def test_cluster_role_is_named_for_the_product_and_holds_only_the_engine_rules()
             "resources": ["storagemigrations/status"],
             "verbs": ["patch"],
         },
-        # The key-convergence gate reads which key each apiserver writes with.
-        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
+        # The key-convergence gate reads which key each apiserver writes with; the outage check
+        # reads why the KMS fails.
+        {"nonResourceURLs": ["/metrics", "/readyz/kms-providers"], "verbs": ["get"]},
     ]
 
 
