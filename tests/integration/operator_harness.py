@@ -15,10 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from kms_storage_migrator.devcluster import processes
 from kms_storage_migrator.devcluster.cluster import DevCluster
@@ -44,18 +44,32 @@ def install_crd(cluster: DevCluster) -> None:
 class OperatorProcess:
     """``kms-storage-migrator run`` against one dev cluster, logging to a file."""
 
-    def __init__(self, cluster: DevCluster, log: Path, *, etcd: bool = True) -> None:
+    def __init__(
+        self,
+        cluster: DevCluster,
+        log: Path,
+        *,
+        etcd: bool = True,
+        program_args: Sequence[str] = (),
+        run_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.log = log
         self.etcd = etcd
+        # Flags before `run` (e.g. --verbose) and after its own, and variables added to ours.
+        self.program_args = tuple(program_args)
+        self.run_args = tuple(run_args)
+        self.env = dict(env or {})
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> OperatorProcess:
+    def start(self) -> Self:
         command = [
             sys.executable,
             "-m",
             "kms_storage_migrator",
+            *self.program_args,
             "run",
             "--kubeconfig",
             str(self.cluster.kubeconfig),
@@ -64,9 +78,10 @@ class OperatorProcess:
         ]
         if self.etcd:
             command += ["--etcd-config", str(self.cluster.etcd_config)]
+        command += self.run_args
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
             )
         return self
 
@@ -89,7 +104,7 @@ class OperatorProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             return reply.read().decode()
 
-    def __enter__(self) -> OperatorProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -8,7 +8,6 @@ for it); the end state is judged by etcd (the project's independent ``scan``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -59,36 +58,22 @@ class ElectingOperator(OperatorProcess):
         program_args: Sequence[str] = (),
         run_args: Sequence[str] = (),
     ) -> None:
-        super().__init__(cluster, log)
-        self.identity = identity
-        # What a `helm upgrade` changes: operator.verbose (before `run`), operator.qps and the like.
-        self.program_args = tuple(program_args)
-        self.run_args = tuple(run_args)
-
-    def start(self) -> ElectingOperator:
-        command = [
-            sys.executable,
-            "-m",
-            "kms_storage_migrator",
-            *self.program_args,
-            "run",
-            "--kubeconfig",
-            str(self.cluster.kubeconfig),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--etcd-config",
-            str(self.cluster.etcd_config),
+        # program_args and run_args: what a `helm upgrade` changes (operator.verbose, qps, ...).
+        election = (
             "--leader-elect",
             "--leader-elect-namespace",
             LEASE_NAMESPACE,
             "--leader-elect-name",
             LEASE_NAME,
-            *self.run_args,
-        ]
-        environment = {**os.environ, "POD_NAME": self.identity}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-        return self
+        )
+        super().__init__(
+            cluster,
+            log,
+            program_args=program_args,
+            run_args=(*election, *run_args),
+            env={"POD_NAME": identity},
+        )
+        self.identity = identity
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
