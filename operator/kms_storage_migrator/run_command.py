@@ -20,8 +20,8 @@ from kms_storage_migrator.leader import DEFAULT_LEASE_NAME, REQUEST_TIMEOUT_SECO
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import DEFAULT_CONCURRENCY, DEFAULT_QPS, RunDefaults
 from kms_storage_migrator.migration.service import OperatorContext
-from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader, etcd_root_flag
-from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
+from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import EtcdRoot
 
 DEFAULT_METRICS_PORT = 9090
 AUTO_MIGRATE_ENV = "KMS_STORAGE_MIGRATOR_AUTO_MIGRATE"
@@ -74,14 +74,7 @@ def register(subparsers: Any) -> None:
         help=f"requests per second when a spec does not say (env KMS_STORAGE_MIGRATOR_QPS; "
         f"default {DEFAULT_QPS})",
     )
-    EtcdConfig.add_arguments(parser)
-    parser.add_argument(
-        "--etcd-prefix",
-        type=etcd_root_flag,
-        default=os.environ.get("KMS_STORAGE_MIGRATOR_ETCD_PREFIX") or str(DEFAULT_ROOT),
-        metavar="PATH",
-        help=f"the apiserver's --etcd-prefix (env KMS_STORAGE_MIGRATOR_ETCD_PREFIX; default {DEFAULT_ROOT})",
-    )
+    EtcdConfig.add_arguments(parser, prefix_env="KMS_STORAGE_MIGRATOR_ETCD_PREFIX")
     parser.add_argument(
         "--auto-migrate",
         action="store_true",

@@ -23,8 +23,8 @@ from kms_storage_migrator.inventory.scan import (
     scan_inventory,
     selection_prefixes,
 )
-from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdConfig, EtcdReader, etcd_root_flag
-from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, GroupResource, UnknownResourceError
+from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import EtcdRoot, GroupResource, UnknownResourceError
 from kms_storage_migrator.storage.write_format import WriteFormat
 
 __all__ = ["register"]
@@ -44,13 +44,6 @@ def register(subparsers: Any) -> None:
         ),
     )
     EtcdConfig.add_arguments(parser)
-    parser.add_argument(
-        "--etcd-prefix",
-        type=etcd_root_flag,
-        default=DEFAULT_ROOT,
-        metavar="PATH",
-        help=f"the apiserver's --etcd-prefix ({DEFAULT_ROOT})",
-    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
     expected = parser.add_mutually_exclusive_group()
     expected.add_argument(

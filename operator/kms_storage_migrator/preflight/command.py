@@ -29,8 +29,8 @@ from kms_storage_migrator.preflight.findings import (
     render_table,
 )
 from kms_storage_migrator.statusview.command import resolve_kubeconfig
-from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader, etcd_root_flag
-from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
+from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
+from kms_storage_migrator.storage.keys import EtcdRoot
 
 REVIEWS = "/apis/authorization.k8s.io/v1"
 
@@ -52,13 +52,6 @@ def register(subparsers: Any) -> None:
         help="check a ServiceAccount's permissions instead of yours (needs create on subjectaccessreviews)",
     )
     EtcdConfig.add_arguments(parser)
-    parser.add_argument(
-        "--etcd-prefix",
-        type=etcd_root_flag,
-        default=DEFAULT_ROOT,
-        metavar="PATH",
-        help=f"the apiserver's --etcd-prefix ({DEFAULT_ROOT})",
-    )
     parser.set_defaults(handler=run_preflight)
 
 

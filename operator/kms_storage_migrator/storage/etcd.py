@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -27,7 +28,7 @@ from etcd3aio import Etcd3Client, EtcdConnectionError, EtcdError, EtcdTransientE
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from kms_storage_migrator.errors import UserError
-from kms_storage_migrator.storage.keys import EtcdRoot
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -123,7 +124,9 @@ class EtcdConfig:
         )
 
     @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def add_arguments(parser: argparse.ArgumentParser, *, prefix_env: str | None = None) -> None:
+        """The etcd flags of every command, ``--etcd-prefix`` included (its default may come
+        from the variable ``prefix_env``, as in a pod)."""
         group = parser.add_argument_group("etcd (read-only access)")
         group.add_argument(
             "--etcd-config", type=Path, metavar="FILE", help="etcd.json: endpoints, cacert, cert, key"
@@ -142,6 +145,14 @@ class EtcdConfig:
             default=DEFAULT_TIMEOUT_SECONDS,
             metavar="SECONDS",
             help=f"per-request timeout (default {DEFAULT_TIMEOUT_SECONDS:g})",
+        )
+        from_env = f"env {prefix_env}; " if prefix_env else ""
+        group.add_argument(
+            "--etcd-prefix",
+            type=etcd_root_flag,
+            default=(os.environ.get(prefix_env) if prefix_env else None) or str(DEFAULT_ROOT),
+            metavar="PATH",
+            help=f"the apiserver's --etcd-prefix ({from_env}default {DEFAULT_ROOT})",
         )
 
     @classmethod
