@@ -256,7 +256,7 @@ class MigrationRunner:
 
         async def show(result: GateResult) -> None:
             converged = isinstance(result, Converged)
-            self._set_key_condition(converged, result.reason, result.message)
+            self._set_condition(KEY_CONVERGED, converged, result.reason, result.message)
             if not converged:
                 self.progress.message = result.message
             await self._publisher.publish(force=True)
@@ -264,7 +264,7 @@ class MigrationRunner:
         result = await self._gate.wait(started, timeout, show)
         since = (datetime.now(UTC) - started).total_seconds()
         outcome = decide_gate(result, seconds_since_start=since, timeout_seconds=timeout)
-        self._set_key_condition(outcome.converged, outcome.reason, outcome.message)
+        self._set_condition(KEY_CONVERGED, outcome.converged, outcome.reason, outcome.message)
         await self._sink.event("Normal" if outcome.proceed else "Warning", outcome.reason, outcome.message)
         if not outcome.proceed:
             raise MigrationFailed(outcome.message)
@@ -279,14 +279,9 @@ class MigrationRunner:
         self.progress.key_id = None
         await self._learner.learn_reference(self._cr_key)
 
-    def _set_key_condition(self, status: bool, reason: str, message: str) -> None:
+    def _set_condition(self, kind: str, status: bool, reason: str, message: str) -> None:
         self.progress.conditions = set_condition(
-            self.progress.conditions,
-            KEY_CONVERGED,
-            status=status,
-            reason=reason,
-            message=message,
-            now=utc_now(),
+            self.progress.conditions, kind, status=status, reason=reason, message=message, now=utc_now()
         )
 
     def _started_at(self) -> datetime:
@@ -392,14 +387,7 @@ class MigrationRunner:
             verification.message = "; ".join([verification.message, *overruled])
         self.progress.verification = verification
         in_use, reason, message = previous_keys(verification.keys_in_use, self.progress.key_id)
-        self.progress.conditions = set_condition(
-            self.progress.conditions,
-            PREVIOUS_KEYS_IN_USE,
-            status=in_use,
-            reason=reason,
-            message=message,
-            now=utc_now(),
-        )
+        self._set_condition(PREVIOUS_KEYS_IN_USE, in_use, reason, message)
         await self._finish(decide(self.progress, report, self._mode))
 
     # ---- helpers ------------------------------------------------------------------------------
