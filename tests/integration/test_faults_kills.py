@@ -1,4 +1,4 @@
-"""The operator SIGKILLed at random moments of a Full migration.
+"""The operator SIGKILLed at random moments of a Full and of a Targeted migration.
 
 Each kill lands in a phase chosen in turn (Discovering, Scanning, Migrating, Verifying, or
 whatever the migration is in when that phase is already past), after a random delay; the
@@ -38,14 +38,13 @@ SEED = int(os.environ.get("KSM_FAULT_SEED", str(int(time.time()))))
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultWorld]:
-    with fault_world(tmp_path_factory.mktemp("faults-kills-full"), objects=OBJECTS) as world:
+    with fault_world(tmp_path_factory.mktemp("faults-kills"), objects=OBJECTS) as world:
         yield world
 
 
-def test_sigkill_at_random_moments_of_a_full_migration_still_migrates_everything_once(
-    world: FaultWorld,
-) -> None:
-    migrate_through_kills(world, "Full", kills=KILLS, seed=SEED)
+@pytest.mark.parametrize("mode", ["Full", "Targeted"])
+def test_sigkill_at_random_moments_still_migrates_everything_once(world: FaultWorld, mode: str) -> None:
+    migrate_through_kills(world, mode, kills=KILLS, seed=SEED)
 
 
 FINAL_PHASES = ("Succeeded", "Failed")

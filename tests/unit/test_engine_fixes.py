@@ -222,7 +222,7 @@ async def test_writes_that_ran_out_of_retries_as_an_outage_ended_are_written_aga
 
 
 async def test_a_resumed_targeted_walk_counts_objects_already_current_as_unchanged() -> None:
-    # Measured on the real cluster (test_faults_kills_targeted.py, test_faults_restarts.py): after a
+    # Measured on the real cluster (test_faults_kills.py[Targeted], test_faults_restarts.py): after a
     # kill or an apiserver restart, objects rewritten after the last checkpoint were current when the
     # resumed walk reached them, were skipped and counted nowhere: 1-26 of 916 objects missing.
     cluster = FakeCluster({"a": CURRENT, "b": CURRENT, "c": CURRENT, "d": STALE})  # b, c: uncommitted
