@@ -9,7 +9,15 @@ import pytest
 from kms_storage_migrator.kube import ApiError
 from kms_storage_migrator.migration.boundary import DiscoveryError, InfrastructureUnavailable
 from kms_storage_migrator.migration.discovery import discover
-from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PlanError, RunDefaults, resolve_mode
+from kms_storage_migrator.migration.plan import (
+    MigrationSpec,
+    Mode,
+    MutatingWebhookPolicy,
+    PlanError,
+    PreflightPolicy,
+    RunDefaults,
+    resolve_mode,
+)
 from kms_storage_migrator.migration.progress import VerificationResult
 from kms_storage_migrator.migration.resource_choice import (
     GroupVersionResources,
@@ -36,6 +44,12 @@ def test_spec_defaults() -> None:
         5,
     )
     assert spec.selection.selects("", "secrets")
+    assert (spec.preflight, spec.mutating_webhooks) == (PreflightPolicy.WARN, MutatingWebhookPolicy.REFUSE)
+
+
+def test_preflight_and_webhook_policies_are_read_from_the_spec() -> None:
+    spec = MigrationSpec.from_spec({"preflight": "Enforce", "mutatingWebhooks": "Allow"})
+    assert (spec.preflight, spec.mutating_webhooks) == (PreflightPolicy.ENFORCE, MutatingWebhookPolicy.ALLOW)
 
 
 def test_operator_defaults_apply_when_the_spec_is_silent() -> None:
@@ -52,6 +66,8 @@ def test_operator_defaults_apply_when_the_spec_is_silent() -> None:
         ({"maxAttemptsPerObject": 0}, "spec.maxAttemptsPerObject"),
         ({"concurrency": True}, "spec.concurrency"),
         ({"mode": "Fast"}, "spec.mode"),
+        ({"preflight": "Strict"}, "spec.preflight"),
+        ({"mutatingWebhooks": "Ignore"}, "spec.mutatingWebhooks"),
         ({"resources": {"include": ["secrets"]}}, "spec.resources.include[0]"),
     ],
 )

@@ -23,7 +23,9 @@ from kms_storage_migrator.migration.plan import (
     MAX_PAGE_SIZE,
     MAX_QPS,
     MigrationSpec,
+    MutatingWebhookPolicy,
     PlanError,
+    PreflightPolicy,
 )
 from kms_storage_migrator.migration.selection import (
     MAX_PATTERN_LENGTH,
@@ -32,7 +34,16 @@ from kms_storage_migrator.migration.selection import (
     parse_selection,
 )
 
-FIELDS = ("mode", "concurrency", "qps", "pageSize", "maxAttemptsPerObject", "keyConvergenceTimeout")
+FIELDS = (
+    "mode",
+    "concurrency",
+    "qps",
+    "pageSize",
+    "maxAttemptsPerObject",
+    "keyConvergenceTimeout",
+    "preflight",
+    "mutatingWebhooks",
+)
 SPEC_FIELDS = (*FIELDS, "resources", "suspend")
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
@@ -59,6 +70,8 @@ field_values = {
     "keyConvergenceTimeout": st.sampled_from(["9s", "10s", "10m", "1h30m", "24h", "25h", "1h1s", "m"])
     | st.builds(lambda digits: "9" * digits + "s", st.integers(1, 6000))
     | json_values,
+    "preflight": st.sampled_from(["Warn", "Enforce", "", "warn", "Strict"]) | json_values,
+    "mutatingWebhooks": st.sampled_from(["Refuse", "Allow", "", "allow", "Ignore"]) | json_values,
     "resources": resources | json_values,
     "suspend": json_values,
 }
@@ -88,6 +101,8 @@ def test_any_spec_parses_within_bounds_or_names_the_field(spec: Any) -> None:
     assert 1 <= parsed.max_attempts <= MAX_ATTEMPTS
     assert 10 <= parsed.key_convergence_timeout <= 24 * 3600
     assert 1 <= len(parsed.selection.include) <= MAX_PATTERNS
+    assert parsed.preflight in set(PreflightPolicy)
+    assert parsed.mutating_webhooks in set(MutatingWebhookPolicy)
 
 
 @settings(max_examples=60, deadline=None)
@@ -118,6 +133,8 @@ def test_a_list_over_its_maximum_is_refused_naming_it(field: str) -> None:
         ({"resources": {"include": ["core/secrets", 7]}}, r"spec.resources.include\[1\]"),
         ({"resources": {"exclude": {"core/secrets": True}}}, "spec.resources.exclude"),
         ({"mode": ["Full"]}, "spec.mode"),
+        ({"preflight": True}, "spec.preflight"),
+        ({"mutatingWebhooks": ["Allow"]}, "spec.mutatingWebhooks"),
         ({"keyConvergenceTimeout": "9" * 5000 + "s"}, "spec.keyConvergenceTimeout"),
         ({"resources": {"include": ["a" * MAX_PATTERN_LENGTH + "/x"]}}, r"spec.resources.include\[0\]"),
     ],

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from kms_storage_migrator.migration.durations import DurationError, parse_duration
 from kms_storage_migrator.migration.selection import Selection, SelectionError, parse_selection
@@ -31,6 +31,20 @@ class Mode(StrEnum):
     VERIFY_ONLY = "VerifyOnly"  # scan and report; write nothing
 
 
+class PreflightPolicy(StrEnum):
+    """What a preflight warning does to the run (a failing check always stops it)."""
+
+    WARN = "Warn"  # warnings are shown in status and events; the migration goes on
+    ENFORCE = "Enforce"  # any warning ends the migration Failed before its first write
+
+
+class MutatingWebhookPolicy(StrEnum):
+    """Whether resources a mutating admission webhook intercepts on UPDATE/PATCH are written."""
+
+    REFUSE = "Refuse"  # a mutating webhook could change the object on our no-op write: skip it
+    ALLOW = "Allow"  # the user accepts that risk: write them like any other resource
+
+
 @dataclass(frozen=True)
 class RunDefaults:
     """Operator-wide defaults (``run --concurrency/--qps``) for what a spec leaves unset."""
@@ -47,6 +61,9 @@ MAX_KEY_CONVERGENCE_TIMEOUT = 24 * 3600.0
 MAX_DURATION_LENGTH = 16  # the CRD's maxLength
 
 
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
 class PlanError(ValueError):
     """The migration cannot run as specified; the message names the field or the cause."""
 
@@ -60,6 +77,8 @@ class MigrationSpec:
     page_size: int
     max_attempts: int
     key_convergence_timeout: float = DEFAULT_KEY_CONVERGENCE_TIMEOUT
+    preflight: PreflightPolicy = PreflightPolicy.WARN
+    mutating_webhooks: MutatingWebhookPolicy = MutatingWebhookPolicy.REFUSE
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], defaults: RunDefaults | None = None) -> MigrationSpec:
@@ -77,19 +96,28 @@ class MigrationSpec:
             selection = parse_selection(resources.get("include"), resources.get("exclude"))
         except SelectionError as error:
             raise PlanError(str(error)) from error
-        mode_text = spec.get("mode") or Mode.AUTO.value
-        if not isinstance(mode_text, str) or mode_text not in Mode._value2member_map_:
-            allowed = ", ".join(m.value for m in Mode)
-            raise PlanError(f"spec.mode: {str(mode_text)[:40]!r} is not one of {allowed}")
         return cls(
             selection=selection,
-            mode=Mode(mode_text),
+            mode=_choice(spec, "mode", Mode, Mode.AUTO),
             concurrency=_bounded(spec, "concurrency", defaults.concurrency, MAX_CONCURRENCY),
             qps=_bounded(spec, "qps", defaults.qps, MAX_QPS),
             page_size=_bounded(spec, "pageSize", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             max_attempts=_bounded(spec, "maxAttemptsPerObject", DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS),
             key_convergence_timeout=_timeout(spec.get("keyConvergenceTimeout", "10m")),
+            preflight=_choice(spec, "preflight", PreflightPolicy, PreflightPolicy.WARN),
+            mutating_webhooks=_choice(
+                spec, "mutatingWebhooks", MutatingWebhookPolicy, MutatingWebhookPolicy.REFUSE
+            ),
         )
+
+
+def _choice(spec: Mapping[str, Any], name: str, choices: type[_Choice], default: _Choice) -> _Choice:
+    # An empty string counts as unset, as it always has for spec.mode (old CRDs had no default).
+    text = spec.get(name) or default.value
+    if not isinstance(text, str) or text not in choices._value2member_map_:
+        allowed = ", ".join(c.value for c in choices)
+        raise PlanError(f"spec.{name}: {str(text)[:40]!r} is not one of {allowed}")
+    return choices(text)
 
 
 def _timeout(text: object) -> float:
