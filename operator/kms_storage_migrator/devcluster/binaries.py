@@ -26,6 +26,11 @@ from kms_storage_migrator.errors import UserError
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v4.3.1"
+# The node's runtime (`dev-cluster up --node`): the newest containerd v2 on the Go proxy, which
+# still runs on cgroup v1 (this VM's hierarchy), with a deprecation warning.
+CONTAINERD_VERSION = "v2.4.2"
+# The sandbox image's version: it is built here, so this only names the cache folder.
+PAUSE_VERSION = "v1"
 
 GOMOD_DIR = Path(__file__).parent / "gomod"
 
@@ -39,6 +44,9 @@ class GoBinary:
     version: str
     package: str
     version_ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    # Only `dev-cluster up --node` needs it: built on demand, never by scripts/setup.sh.
+    node_only: bool = False
 
     @property
     def module_dir(self) -> Path:
@@ -59,6 +67,11 @@ def _kubernetes_ldflags(version: str) -> tuple[str, ...]:
     return tuple(flags)
 
 
+def _containerd_ldflags(version: str) -> tuple[str, ...]:
+    # containerd's own Makefile fills this in at link time; unstamped it says "2.4.2+unknown".
+    return (f"-X github.com/containerd/containerd/v2/version.Version={version}",)
+
+
 GO_BINARIES: dict[str, GoBinary] = {
     binary.name: binary
     for binary in (
@@ -76,6 +89,49 @@ GO_BINARIES: dict[str, GoBinary] = {
             "k8s.io/kubernetes/cmd/kube-controller-manager",
             _kubernetes_ldflags(KUBERNETES_VERSION),
         ),
+        GoBinary(
+            "kubelet",
+            "kubernetes",
+            KUBERNETES_VERSION,
+            "k8s.io/kubernetes/cmd/kubelet",
+            _kubernetes_ldflags(KUBERNETES_VERSION),
+            node_only=True,
+        ),
+        GoBinary(
+            "kube-scheduler",
+            "kubernetes",
+            KUBERNETES_VERSION,
+            "k8s.io/kubernetes/cmd/kube-scheduler",
+            _kubernetes_ldflags(KUBERNETES_VERSION),
+            node_only=True,
+        ),
+        GoBinary(
+            "containerd",
+            "containerd",
+            CONTAINERD_VERSION,
+            "github.com/containerd/containerd/v2/cmd/containerd",
+            _containerd_ldflags(CONTAINERD_VERSION),
+            # Snapshotters that need cgo or kernel features the node does not use.
+            tags=("no_btrfs", "no_devmapper", "no_zfs"),
+            node_only=True,
+        ),
+        GoBinary(
+            "containerd-shim-runc-v2",
+            "containerd",
+            CONTAINERD_VERSION,
+            "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            _containerd_ldflags(CONTAINERD_VERSION),
+            node_only=True,
+        ),
+        GoBinary(
+            "ctr",
+            "containerd",
+            CONTAINERD_VERSION,
+            "github.com/containerd/containerd/v2/cmd/ctr",
+            _containerd_ldflags(CONTAINERD_VERSION),
+            node_only=True,
+        ),
+        GoBinary("pause", "containerd", PAUSE_VERSION, "./pause", node_only=True),
         GoBinary("etcd", "etcd", ETCD_VERSION, "go.etcd.io/etcd/server/v3"),
         GoBinary("etcdctl", "etcd", ETCD_VERSION, "go.etcd.io/etcd/etcdctl/v3"),
         GoBinary(
@@ -89,6 +145,7 @@ GO_BINARIES: dict[str, GoBinary] = {
 }
 
 ALL_BINARIES = (*GO_BINARIES, "kubectl")
+NODE_BINARIES = tuple(name for name, binary in GO_BINARIES.items() if binary.node_only)
 
 
 def cache_root() -> Path:
@@ -166,7 +223,8 @@ def _build(binary: GoBinary, destination: Path) -> None:
     log_path = destination.parent / f"{binary.name}.build.log"
     partial = destination.with_name(destination.name + ".partial")
     ldflags = " ".join(("-s", "-w", *binary.version_ldflags))
-    command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), binary.package]
+    tags = ["-tags", ",".join(binary.tags)] if binary.tags else []
+    command = [go, "build", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(partial), binary.package]
     print(
         f"building {binary.name} {binary.version} from Go modules, once per version "
         f"(minutes on a cold machine); log: {log_path}",
