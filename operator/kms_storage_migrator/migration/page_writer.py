@@ -16,7 +16,12 @@ from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.outcome import FAILED_OUTCOMES, Outcome
 from kms_storage_migrator.migration.progress import MAX_FAILURES, Failure, MigrationProgress, ResourceProgress
 from kms_storage_migrator.migration.rewrite import Rewriter, RewriteResult, RewriteTarget
-from kms_storage_migrator.migration.status_publisher import MigrationObserver, MigrationSink
+from kms_storage_migrator.migration.status_publisher import (
+    FailureList,
+    MigrationObserver,
+    MigrationSink,
+    NoFailureList,
+)
 from kms_storage_migrator.migration.unreadable import Unreadable
 from kms_storage_migrator.migration.verify import object_key
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
@@ -86,8 +91,10 @@ class PageWriter:
         concurrency: int,
         root: EtcdRoot,
         should_stop: Callable[[], bool],
+        failures: FailureList | None = None,
     ) -> None:
         self._rewriter = rewriter
+        self._failures = failures or NoFailureList()  # every failure, beyond the few status keeps
         self._progress = progress
         self._sink = sink
         self._observer = observer
@@ -183,6 +190,7 @@ class PageWriter:
         """Into status (bounded); the first few also as events once the page is final."""
         first_few = self._progress.failures_total < MAX_FAILURES
         self._progress.record_failure(failure)
+        self._failures.add(failure)
         if first_few:
             where = f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
             self._unannounced.append(f"{failure.resource} {where}: {failure.reason}: {failure.message}"[:400])

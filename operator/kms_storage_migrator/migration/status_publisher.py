@@ -25,6 +25,7 @@ from kms_storage_migrator.migration.publish_policy import worth_publishing
 from kms_storage_migrator.migration.rate import RateWindow, eta_seconds, format_eta, rounded_rate
 from kms_storage_migrator.migration.ratelimit import RetryableFailure, transient_retrying
 from kms_storage_migrator.migration.rewrite import NoObserver, RewriteObserver
+from kms_storage_migrator.migration.status_parts import Failure
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,23 @@ class MigrationSink(Protocol):
     async def publish(self, status: dict[str, Any]) -> None: ...
 
     async def event(self, kind: str, reason: str, message: str) -> None: ...
+
+
+class FailureList(Protocol):
+    """Every failure of a migration, beyond the few status keeps (failure_configmap.py)."""
+
+    def add(self, failure: Failure) -> None: ...
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Store what was added, at most every so often; ``final``: now, the migration ends."""
+
+
+class NoFailureList:
+    def add(self, failure: Failure) -> None:
+        return None
+
+    async def flush(self, *, final: bool = False) -> None:
+        return None
 
 
 class MigrationObserver(RewriteObserver, Protocol):
@@ -85,8 +103,11 @@ class StatusPublisher:
         *,
         interval: float = STATUS_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        failures: FailureList | None = None,
     ) -> None:
         self._progress = progress
+        # Written alongside status (it paces itself): at the ticks, page ends and the end.
+        self._failures = failures or NoFailureList()
         self._sink = sink
         self._observer = observer
         self._interval = interval
@@ -125,6 +146,7 @@ class StatusPublisher:
 
         Failures are logged: the next publish carries the same and more.
         """
+        await self._failures.flush()
         if not force and self._clock() - self._published_at < self._interval:
             return
         async with self._lock:
@@ -144,6 +166,7 @@ class StatusPublisher:
         A lost final status would leave the CR mid-phase with no daemon running for it; the
         caller runs the migration again, which resumes from the last checkpoint.
         """
+        await self._failures.flush(final=True)  # before the status that says where the list is
         document = self._document()
         try:
             async for attempt in transient_retrying(FINAL_PUBLISH_ATTEMPTS):
