@@ -2,9 +2,11 @@
 
 Credentials come from a kubeconfig or the in-cluster service account through the official
 ``kubernetes`` package's loaders (blocking: at startup, and in a worker thread when a token is
-renewed before expiry or after a 401); every request is async. Lists and patch responses ask
-for ``PartialObjectMetadata`` so decrypted payloads (Secret data, ConfigMap data) do not reach
-this process, and kubectl's last-applied annotation, which may copy them, is dropped at parse.
+renewed before expiry or after a 401); every request is async. Lists ask for
+``PartialObjectMetadata`` so decrypted payloads (Secret data, ConfigMap data) do not reach this
+process; kubectl's last-applied annotation, which may copy them into metadata, is dropped at
+parse. Patch answers are, by default, a Table without the object: no metadata at all, only the
+new resourceVersion, so a write never receives that annotation either.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,10 @@ from kms_storage_migrator.errors import UserError
 
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+# A single object as a Table, with includeObject=None: the apiserver sends printer-column cells
+# and the Table's own metadata, whose resourceVersion is the object's (measured on 1.37.2: a
+# re-encrypting patch moved it 212 -> 218, as stored), and no object metadata at all.
+TABLE_OBJECT = "application/json;as=Table;g=meta.k8s.io;v=v1"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 FIELD_MANAGER = "kms-storage-migrator"
@@ -67,9 +74,21 @@ SAFE_MESSAGE_REASONS = frozenset(
 # kubectl apply stores the whole applied manifest here, so a Secret's data comes along with its
 # metadata (issue 10). Nothing this operator does needs it: it is dropped as soon as parsed.
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+# Core Secret paths (a collection or one object): where a dropped annotation held Secret data.
+_SECRET_PATH = re.compile(r"^/api/v1/(?:namespaces/[^/]+/)?secrets(?:/|$)")
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 logger = logging.getLogger(__name__)
+
+
+class PatchAnswer(StrEnum):
+    """What a patch answer carries."""
+
+    # Only the new resourceVersion (a Table without the object): what the no-op write needs.
+    TABLE = "table"
+    # PartialObjectMetadata: labels, annotations, managedFields too (the last-applied
+    # annotation is dropped at parse), for a caller that must see what admission changed.
+    METADATA = "metadata"
 
 
 @dataclass(frozen=True)
@@ -388,6 +407,9 @@ class KubeApi:
         # Objects per request path that carried a last-applied annotation (dropped at parse):
         # what a preflight or scan can warn about without ever holding the annotation itself.
         self.last_applied_dropped: Counter[str] = Counter()
+        # "namespace/name" of each Secret an answer carried it for: its data crossed the wire.
+        # Names only, and a set, so a list read twice (a 410 restart) counts each Secret once.
+        self.secrets_with_last_applied: set[str] = set()
 
     async def __aenter__(self) -> KubeApi:
         # Building the SSL context reads certificate files: keep it off the event loop.
@@ -421,10 +443,12 @@ class KubeApi:
         reply = await self._send(
             method, path, params=params, data=data, content_type=content_type, accept=accept, max_bytes=None
         )
-        status, document, dropped = reply.status, *_decode(reply.text)
+        status, document, carriers = reply.status, *_decode(reply.text)
         del reply  # its text still holds the bytes just dropped from the document
-        if dropped:
-            self.last_applied_dropped[path] += dropped
+        if carriers:
+            self.last_applied_dropped[path] += len(carriers)
+            if _SECRET_PATH.match(path):
+                self.secrets_with_last_applied.update(carriers)
         return ApiResponse(status, document)
 
     async def get_text(
@@ -488,27 +512,51 @@ class KubeApi:
         *,
         content_type: str = MERGE_PATCH,
         params: Mapping[str, str] | None = None,
+        answer: PatchAnswer = PatchAnswer.TABLE,
     ) -> dict[str, Any]:
-        """Patch, asking for metadata only: no code path can receive a full object (Secret data)."""
+        """Patch; the answer never holds a full object (Secret data), and by default no metadata.
+
+        ``PatchAnswer.TABLE`` returns ``{"kind": "Table", "metadata": {"resourceVersion": ...}}``,
+        the object's resourceVersion after the write and nothing else. ``PatchAnswer.METADATA``
+        returns the PartialObjectMetadata, without the last-applied annotation. Errors are
+        Status objects whatever was asked for, raised as :class:`ApiError` as for any request.
+        """
+        if answer is PatchAnswer.METADATA:
+            reply = await self.request(
+                "PATCH", path, params=params, body=body, content_type=content_type, accept=METADATA_OBJECT
+            )
+            return reply.body
+        query = {**(params or {}), "includeObject": "None"}
         reply = await self.request(
-            "PATCH", path, params=params, body=body, content_type=content_type, accept=METADATA_OBJECT
+            "PATCH", path, params=query, body=body, content_type=content_type, accept=TABLE_OBJECT
         )
-        return reply.body
+        return table_answer(reply.body)
 
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
 
 
-def _decode(text: str) -> tuple[dict[str, Any], int]:
-    """The JSON document, already without last-applied annotations, and how many were dropped."""
+def table_answer(document: Mapping[str, Any]) -> dict[str, Any]:
+    """What a Table answer to a patch is kept for: the object's resourceVersion after the write.
+
+    The cells go: custom resources' printer columns may show any field of the object.
+    """
+    metadata = document.get("metadata")
+    version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+    kept: dict[str, Any] = {"resourceVersion": str(version)} if version else {}
+    return {"kind": str(document.get("kind") or ""), "metadata": kept}
+
+
+def _decode(text: str) -> tuple[dict[str, Any], list[str]]:
+    """The JSON document, already without last-applied annotations, and whose they were."""
     if not text:
-        return {}, 0
+        return {}, []
     try:
         document = json.loads(text)
     except ValueError:
-        return {}, 0  # not a Status (a proxy's error page): nothing we can safely keep
+        return {}, []  # not a Status (a proxy's error page): nothing we can safely keep
     if not isinstance(document, dict):
-        return {}, 0
+        return {}, []
     return document, drop_last_applied(document)
 
 
@@ -520,20 +568,28 @@ def _health_answer(path: str, text: str) -> dict[str, Any]:
     return {}
 
 
-def drop_last_applied(document: dict[str, Any]) -> int:
+def drop_last_applied(document: dict[str, Any]) -> list[str]:
     """Remove the last-applied annotation from an object or each item of a list, in place.
 
     Only that one annotation goes: the engine's writes never send annotations, so what is
-    stored cannot change. Returns how many objects carried it.
+    stored cannot change. Returns the objects that carried it, as ``namespace/name`` (or
+    ``name``), so a warning can name them without ever holding the annotation.
     """
     items = document.get("items")
-    dropped = 0
+    carriers: list[str] = []
     for candidate in [document, *(items if isinstance(items, list) else [])]:
         metadata = candidate.get("metadata") if isinstance(candidate, dict) else None
-        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if not isinstance(metadata, dict):
+            continue
+        annotations = metadata.get("annotations")
         if isinstance(annotations, dict) and annotations.pop(LAST_APPLIED_ANNOTATION, None) is not None:
-            dropped += 1
-    return dropped
+            carriers.append(_object_name(metadata))
+    return carriers
+
+
+def _object_name(metadata: Mapping[str, Any]) -> str:
+    name, namespace = str(metadata.get("name") or "?"), metadata.get("namespace")
+    return f"{namespace}/{name}" if namespace else name
 
 
 def api_error(status: int, document: Mapping[str, Any], retry_after: float | None = None) -> ApiError:

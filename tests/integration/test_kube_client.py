@@ -28,6 +28,7 @@ from kms_storage_migrator.kube import (
     ApiCredentials,
     ApiError,
     KubeApi,
+    PatchAnswer,
     ResponseTooLarge,
     load_credentials,
 )
@@ -216,7 +217,8 @@ async def test_no_answer_carries_kubectls_copy_of_an_applied_secret(
         page = await api.list_metadata(path, limit=500, continue_token=None)
         everywhere = await api.list_metadata("/api/v1/secrets", limit=500, continue_token=None)
         listed = next(item for item in page["items"] if item["metadata"]["name"] == name)
-        # Exactly what the engine sends: a no-op merge patch with preconditions.
+        # Exactly what the engine sends: a no-op merge patch with preconditions; the metadata
+        # answer (the engine's default, a Table, carries no metadata at all).
         body = {
             "metadata": {
                 "uid": listed["metadata"]["uid"],
@@ -224,7 +226,11 @@ async def test_no_answer_carries_kubectls_copy_of_an_applied_secret(
             }
         }
         patched = await api.patch(
-            f"{path}/{name}", body, content_type=MERGE_PATCH, params={"fieldManager": FIELD_MANAGER}
+            f"{path}/{name}",
+            body,
+            content_type=MERGE_PATCH,
+            params={"fieldManager": FIELD_MANAGER},
+            answer=PatchAnswer.METADATA,
         )
         dropped = dict(api.last_applied_dropped)
 

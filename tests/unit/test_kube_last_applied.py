@@ -16,8 +16,10 @@ from kms_storage_migrator.kube import LAST_APPLIED_ANNOTATION, _decode, drop_las
 APPLIED = '{"apiVersion":"v1","data":{"password":"c2VjcmV0"},"kind":"Secret"}'
 
 
-def _object(name: str, annotations: dict[str, str] | None) -> dict[str, Any]:
+def _object(name: str, annotations: dict[str, str] | None, namespace: str | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "resourceVersion": "7"}
+    if namespace is not None:
+        metadata["namespace"] = namespace
     if annotations is not None:
         metadata["annotations"] = annotations
     return {"kind": "PartialObjectMetadata", "metadata": metadata}
@@ -29,17 +31,17 @@ def _object(name: str, annotations: dict[str, str] | None) -> dict[str, Any]:
         (
             _object("a", {LAST_APPLIED_ANNOTATION: APPLIED, "team": "x"}),
             _object("a", {"team": "x"}),
-            1,
+            ["a"],
         ),
-        (_object("a", {LAST_APPLIED_ANNOTATION: APPLIED}), _object("a", {}), 1),
-        (_object("a", {"team": "x"}), _object("a", {"team": "x"}), 0),
-        (_object("a", None), _object("a", None), 0),
+        (_object("a", {LAST_APPLIED_ANNOTATION: APPLIED}), _object("a", {}), ["a"]),
+        (_object("a", {"team": "x"}), _object("a", {"team": "x"}), []),
+        (_object("a", None), _object("a", None), []),
         (
             {
                 "kind": "PartialObjectMetadataList",
                 "metadata": {"continue": "tok"},
                 "items": [
-                    _object("a", {LAST_APPLIED_ANNOTATION: APPLIED}),
+                    _object("a", {LAST_APPLIED_ANNOTATION: APPLIED}, "ns"),
                     _object("b", None),
                     _object("c", {LAST_APPLIED_ANNOTATION: APPLIED, "k": "v"}),
                     "not an object",
@@ -48,18 +50,23 @@ def _object(name: str, annotations: dict[str, str] | None) -> dict[str, Any]:
             {
                 "kind": "PartialObjectMetadataList",
                 "metadata": {"continue": "tok"},
-                "items": [_object("a", {}), _object("b", None), _object("c", {"k": "v"}), "not an object"],
+                "items": [
+                    _object("a", {}, "ns"),
+                    _object("b", None),
+                    _object("c", {"k": "v"}),
+                    "not an object",
+                ],
             },
-            2,
+            ["ns/a", "c"],
         ),
         # Shapes that are not objects are left alone.
-        ({"metadata": "odd"}, {"metadata": "odd"}, 0),
-        ({"metadata": {"annotations": ["odd"]}}, {"metadata": {"annotations": ["odd"]}}, 0),
-        ({"items": "odd"}, {"items": "odd"}, 0),
+        ({"metadata": "odd"}, {"metadata": "odd"}, []),
+        ({"metadata": {"annotations": ["odd"]}}, {"metadata": {"annotations": ["odd"]}}, []),
+        ({"items": "odd"}, {"items": "odd"}, []),
     ],
 )
 def test_only_the_last_applied_annotation_is_dropped(
-    document: dict[str, Any], expected: dict[str, Any], dropped: int
+    document: dict[str, Any], expected: dict[str, Any], dropped: list[str]
 ) -> None:
     parsed = copy.deepcopy(document)
     assert drop_last_applied(parsed) == dropped
@@ -67,6 +74,6 @@ def test_only_the_last_applied_annotation_is_dropped(
 
 
 def test_a_parsed_answer_never_carries_it() -> None:
-    answer = json.dumps({"metadata": {"annotations": {LAST_APPLIED_ANNOTATION: APPLIED}}})
+    answer = json.dumps({"metadata": {"name": "db", "annotations": {LAST_APPLIED_ANNOTATION: APPLIED}}})
     document, dropped = _decode(answer)
-    assert (document, dropped) == ({"metadata": {"annotations": {}}}, 1)
+    assert (document, dropped) == ({"metadata": {"name": "db", "annotations": {}}}, ["db"])

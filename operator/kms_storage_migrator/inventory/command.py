@@ -111,12 +111,40 @@ def run_scan(args: argparse.Namespace) -> int:
         print(json.dumps(to_json(inventory), indent=2))
     else:
         print_table(inventory, Console(width=None if sys.stdout.isatty() else 200))
+    if args.kubeconfig is not None and selects_secrets(args.resource):
+        warning = asyncio.run(_secret_exposure(args.kubeconfig))
+        if warning:
+            print(warning, file=sys.stderr)
     if args.fail_if_key_in_use is not None:
         holding = key_in_use(inventory, args.fail_if_key_in_use)
         if holding:
             print(describe_key_in_use(args.fail_if_key_in_use, holding), file=sys.stderr)
             return EXIT_KEY_IN_USE
     return EXIT_STALE if args.fail_on_stale and inventory.stale > 0 else 0
+
+
+def selects_secrets(resources: list[str] | None) -> bool:
+    """Whether the scan covers Secrets (all resources, or --resource secrets)."""
+    return not resources or any(parse_resource(text) == GroupResource("", "secrets") for text in resources)
+
+
+async def _secret_exposure(kubeconfig: Path) -> str | None:
+    """A warning naming the Secrets whose data sits in kubectl's last-applied annotation.
+
+    Only with API access (--kubeconfig): etcd holds the annotation encrypted with the Secret.
+    Listing Secret metadata brings the annotation into this process; kube.py drops it at parse.
+    """
+    # Imported here, as for the canary: the kubernetes client is needed only with --kubeconfig.
+    from kms_storage_migrator.kube import ApiError, KubeApi, TransportError, load_credentials  # noqa: PLC0415
+    from kms_storage_migrator.preflight.exposure import advice, describe, exposed_secrets  # noqa: PLC0415
+
+    credentials = await asyncio.to_thread(load_credentials, kubeconfig)
+    async with KubeApi(credentials, request_timeout=30) as api:
+        try:
+            names = await exposed_secrets(api)
+        except (ApiError, TransportError) as error:
+            return f"warning: cannot list Secret metadata to look for data in annotations: {error}"
+    return f"warning: {describe(names)}; what to do: {advice(names)}" if names else None
 
 
 def key_in_use(inventory: Inventory, key_id: str) -> dict[str, int]:
