@@ -59,6 +59,31 @@ from kms_storage_migrator.migration.guidance import FALLBACK, what_to_do
         ("NotFound", "", "core/configmaps", ["deleted meanwhile"]),
         ("Timeout", "", "core/configmaps", ["Timeout", "spec.qps", "maxAttemptsPerObject"]),
         ("TooManyRequests", "", "core/configmaps", ["TooManyRequests", "spec.qps"]),
+        # The mutation guard's failures: not written (Refuse), and written but changed (Allow).
+        (
+            "MutatingWebhook",
+            "mutating webhook stamp.example.com (MutatingWebhookConfiguration stamp) intercepts the "
+            "write: not written, it could change the object (spec.mutatingWebhooks is Refuse)",
+            "core/configmaps",
+            [
+                "mutating webhook stamp.example.com",
+                "namespaceSelector or objectSelector",
+                "request.userInfo.username",
+                "spec.mutatingWebhooks: Allow",
+            ],
+        ),
+        (
+            "MutatedByWebhook",
+            "changed on the no-op write by mutating webhook stamp.example.com: label x added",
+            "core/configmaps",
+            ["admission (stamp.example.com) changed the object", "put them back"],
+        ),
+        (
+            "MutatedByWebhook",
+            "changed on the no-op write by admission (a mutating webhook or policy): label x added",
+            "core/configmaps",
+            ["admission (a mutating webhook) changed the object"],
+        ),
     ],
 )
 def test_each_reason_says_what_to_do(reason: str, message: str, resource: str, expected: list[str]) -> None:

@@ -59,7 +59,9 @@ class Webhook:
     match_conditions: int  # CEL expressions, which the operator cannot evaluate
 
     def describe(self) -> str:
-        return f"{self.kind.value} {self.configuration}, webhook {self.name}"
+        """'mutating webhook <name> (MutatingWebhookConfiguration <configuration>)'."""
+        word = "mutating" if self.kind is WebhookKind.MUTATING else "validating"
+        return f"{word} webhook {self.name} ({self.kind.value} {self.configuration})"
 
 
 def webhooks_of(configuration: Mapping[str, Any], kind: WebhookKind) -> list[Webhook]:

@@ -18,6 +18,9 @@ DECRYPT_DOCS = "https://kubernetes.io/docs/tasks/administer-cluster/encrypt-data
 _WEBHOOK_DENIED = re.compile(r"denied by admission webhook (\S+)")
 _WEBHOOK_UNREACHABLE = re.compile(r"admission webhook (\S+) could not be called")
 _POLICY_DENIED = re.compile(r"denied by ValidatingAdmissionPolicy (\S+)")
+# The mutation guard's failures (admission/guard.py, page_writer.py) name the webhook this way.
+_MUTATING_WEBHOOK = re.compile(r"mutating webhook ([^\s,:(]+)(?=[,:]| \()")
+MUTATION_REASONS = frozenset({"MutatingWebhook", "MutatedByWebhook"})
 # Answers that mean "the apiserver was busy or unreachable" until maxAttemptsPerObject ran out.
 TRANSIENT_REASONS = frozenset(
     {"TooManyRequests", "ServiceUnavailable", "Timeout", "ConnectionError", "ServerTimeout", "Unauthorized"}
@@ -46,7 +49,25 @@ def _webhook(pattern: re.Pattern[str], failure: FailureContext) -> str:
     return found.group(1) if found else "?"
 
 
+def _mutating_webhook_advice(failure: FailureContext) -> str:
+    webhook = _webhook(_MUTATING_WEBHOOK, failure)
+    if failure.reason == "MutatedByWebhook":
+        return (
+            f"admission ({webhook if webhook != '?' else 'a mutating webhook'}) changed the object on "
+            "the operator's no-op write: check the fields named and put them back if wrong; then make "
+            "the webhook leave unchanged objects unchanged, or skip the operator's writes"
+        )
+    return (
+        f"mutating webhook {webhook} could change the object on the operator's no-op write, so it was "
+        "not written: make the webhook skip the operator's writes with a namespaceSelector or "
+        "objectSelector (the operator checks those), or with a matchCondition on "
+        "request.userInfo.username plus spec.mutatingWebhooks: Allow (CEL is not checked); or set "
+        "spec.mutatingWebhooks: Allow in a new migration once sure it leaves unchanged objects unchanged"
+    )
+
+
 RULES: tuple[Rule, ...] = (
+    Rule(lambda f: f.reason in MUTATION_REASONS, _mutating_webhook_advice),
     Rule(
         lambda f: _WEBHOOK_DENIED.search(f.message) is not None,
         lambda f: (

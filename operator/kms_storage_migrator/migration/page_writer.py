@@ -3,6 +3,12 @@
 Recording is where the per-object rules apply: failures go to status (the first few also as
 events), a resource whose first writes are all forbidden is given up as a whole, and the first
 successful write of a resource teaches its current write format.
+
+Before a page is written the mutation guard (``admission/guard.py``) says which of its objects
+a mutating webhook may change on our write: with ``spec.mutatingWebhooks: Refuse`` they are not
+written (each a ``MutatingWebhook`` failure naming the webhook), with ``Allow`` they are written
+and a change seen in the answer is a ``MutatedByWebhook`` failure. Either counts the object once,
+as failed.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kms_storage_migrator.admission.guard import MUTATED_BY_WEBHOOK, MUTATING_WEBHOOK, MutationGuard
 from kms_storage_migrator.migration.boundary import MigrationStopped, ResourceAbandoned
 from kms_storage_migrator.migration.format_learning import FormatLearner
+from kms_storage_migrator.migration.guidance import what_to_do
 from kms_storage_migrator.migration.outcome import FAILED_OUTCOMES, Outcome
 from kms_storage_migrator.migration.progress import MAX_FAILURES, Failure, MigrationProgress, ResourceProgress
 from kms_storage_migrator.migration.rewrite import Rewriter, RewriteResult, RewriteTarget
@@ -73,6 +81,35 @@ def cannot_decrypt_message(result: RewriteResult) -> str | None:
     )
 
 
+def mutated(result: RewriteResult, guard: MutationGuard | None) -> RewriteResult:
+    """A write admission changed (Allow): a failure naming what changed and the likely webhooks.
+
+    It was written (and re-encrypted), but its content is not what was stored before: counted
+    failed, so that a person looks at it, and never used to learn the write format.
+    """
+    target = result.target
+    labels = target.listed.label_map if target.listed is not None else None
+    names = (
+        [each.webhook.name for each in guard.intercepting(target.resource, target.namespace, labels)]
+        if guard is not None
+        else []
+    )
+    by = f"mutating webhook {', '.join(names[:2])}" if names else "admission (a mutating webhook or policy)"
+    message = (
+        f"changed on the no-op write by {by}: {'; '.join(result.mutations)} "
+        "(spec.mutatingWebhooks is Allow; data is not compared)"
+    )
+    return RewriteResult(
+        target,
+        Outcome.REFUSED,
+        result.attempts,
+        new_resource_version=result.new_resource_version,
+        reason=MUTATED_BY_WEBHOOK,
+        message=message,
+        mutations=result.mutations,
+    )
+
+
 @dataclass
 class PageResult:
     written: int = 0
@@ -92,6 +129,7 @@ class PageWriter:
         root: EtcdRoot,
         should_stop: Callable[[], bool],
         failures: FailureList | None = None,
+        admission: MutationGuard | None = None,
     ) -> None:
         self._rewriter = rewriter
         self._failures = failures or NoFailureList()  # every failure, beyond the few status keeps
@@ -102,6 +140,8 @@ class PageWriter:
         self._concurrency = concurrency
         self._root = root
         self._should_stop = should_stop
+        # None: nothing in the way of writes is looked for (in-memory tests without webhooks).
+        self._admission = admission
         self._forbidden_streak: dict[str, int] = {}
         self._unannounced: list[str] = []  # failure events of the page in progress
         self.index: ResourceIndex = {}  # set after discovery: where custom resources are stored
@@ -116,6 +156,8 @@ class PageWriter:
         self._unannounced = []  # a page redone after an outage drops what its first try found
         if not targets:
             return result
+        if self._admission is not None:
+            await self._admission.prepare(targets[0].resource)
         semaphore = asyncio.Semaphore(self._concurrency)
 
         async def write_one(target: RewriteTarget) -> None:
@@ -136,6 +178,8 @@ class PageWriter:
     async def write_one(self, entry: ResourceProgress, target: RewriteTarget) -> Outcome:
         """One object on its own (a format probe), its outcome final at once."""
         self._unannounced = []
+        if self._admission is not None:
+            await self._admission.prepare(target.resource)
         outcome = await self._write(entry, target)
         await self.announce()
         return outcome
@@ -169,13 +213,26 @@ class PageWriter:
             await self._sink.event("Warning", "ObjectNotRewritten", message)
 
     async def _write(self, entry: ResourceProgress, target: RewriteTarget) -> Outcome:
-        rewritten = await self._rewriter.rewrite(target)
+        guard = self._admission
+        watch = False
+        if guard is not None:
+            labels = target.listed.label_map if target.listed is not None else None
+            refusal = guard.refusal(target.resource, target.namespace, labels)
+            if refusal is not None:
+                # Not written at all: no admission call, so nothing a webhook could change.
+                refused = RewriteResult(target, Outcome.REFUSED, 0, reason=MUTATING_WEBHOOK, message=refusal)
+                await self._record(entry, refused)
+                return refused.outcome
+            watch = bool(guard.intercepting(target.resource, target.namespace, labels))
+        rewritten = await self._rewriter.rewrite(target, watch=watch)
+        if rewritten.mutations:
+            rewritten = mutated(rewritten, guard)
         await self._record(entry, rewritten)
         return rewritten.outcome
 
     async def _record(self, entry: ResourceProgress, result: RewriteResult) -> None:
         entry.counts.record(result.outcome)
-        entry.counts.retries += result.attempts - 1
+        entry.counts.retries += max(result.attempts - 1, 0)  # 0 attempts: refused before writing
         self._observer.outcome(entry.name, result.outcome)
         if result.outcome in FAILED_OUTCOMES:
             await self._record_failure(entry, result)
@@ -193,7 +250,9 @@ class PageWriter:
         self._failures.add(failure)
         if first_few:
             where = f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
-            self._unannounced.append(f"{failure.resource} {where}: {failure.reason}: {failure.message}"[:400])
+            what = f"{failure.resource} {where}: {failure.reason}: {failure.message}"[:400]
+            advice = what_to_do(failure.reason, failure.message, failure.resource)
+            self._unannounced.append(f"{what}; what to do: {advice}")
 
     async def _record_failure(self, entry: ResourceProgress, result: RewriteResult) -> None:
         target = result.target

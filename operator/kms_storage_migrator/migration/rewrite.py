@@ -4,6 +4,10 @@ The write carries the object's uid and resourceVersion, so it can only ever land
 version that was listed: a concurrent change makes it fail with 409 instead of overwriting.
 The apiserver stores the object anew only when its stored form is stale, so the answer's
 resourceVersion says which happened (moved: rewritten; same: unchanged).
+
+Admission still runs on the write. When asked to (``spec.mutatingWebhooks: Allow``, an object a
+mutating webhook intercepts), the answer's metadata is compared with the listed metadata, and
+what differs is in :attr:`RewriteResult.mutations` (``admission/mutation.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from kms_storage_migrator.admission.mutation import ListedMetadata, mutations
 from kms_storage_migrator.kube import APPLY_PATCH, FIELD_MANAGER, MERGE_PATCH, ApiError, TransportError
 from kms_storage_migrator.migration.boundary import outcome_of_error
 from kms_storage_migrator.migration.outcome import Outcome
@@ -39,6 +44,9 @@ class RewriteTarget:
     name: str
     resource_version: str
     uid: str | None = None  # unknown in Targeted mode (etcd values stay encrypted to us)
+    # What the list showed of its metadata (Full mode): labels for webhook selectors, and the
+    # reference that tells a change made by admission on our write. None: unknown (Targeted).
+    listed: ListedMetadata | None = None
 
     def describe(self) -> str:
         return (
@@ -56,6 +64,8 @@ class RewriteResult:
     new_resource_version: str | None = None
     reason: str = ""
     message: str = ""
+    # What admission changed on this write, one clause each (only when the write was watched).
+    mutations: tuple[str, ...] = ()
 
 
 class RewriteObserver(Protocol):
@@ -126,7 +136,8 @@ class Rewriter:
         self._observer: RewriteObserver = observer or NoObserver()
         self._sleep = sleep
 
-    async def rewrite(self, target: RewriteTarget) -> RewriteResult:
+    async def rewrite(self, target: RewriteTarget, *, watch: bool = False) -> RewriteResult:
+        """Write one object; ``watch``: compare the answer with ``target.listed`` (see mutations)."""
         attempts = 0
         retrying = transient_retrying(self._max_attempts, self._sleep)
         try:
@@ -135,14 +146,14 @@ class Rewriter:
                     attempts += 1
                     if attempts > 1:
                         self._observer.retried(target.resource.name, "transient")
-                    return await self._attempt(target, attempts)
+                    return await self._attempt(target, attempts, watch)
         except RetryableFailure as failure:
             return RewriteResult(
                 target, Outcome.EXHAUSTED, attempts, reason=failure.reason, message=failure.message
             )
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
-    async def _attempt(self, target: RewriteTarget, attempts: int) -> RewriteResult:
+    async def _attempt(self, target: RewriteTarget, attempts: int, watch: bool) -> RewriteResult:
         await self._limiter.acquire()
         path = target.resource.object_path(target.namespace, target.name)
         content_type = MERGE_PATCH if self._method is RewriteMethod.MERGE_PATCH else APPLY_PATCH
@@ -170,4 +181,5 @@ class Rewriter:
         self._limiter.succeeded()
         returned = str((body.get("metadata") or {}).get("resourceVersion") or "") or None
         outcome = outcome_of_success(target.resource_version, returned)
-        return RewriteResult(target, outcome, attempts, new_resource_version=returned)
+        changed = tuple(mutations(target.listed, body)) if watch and target.listed is not None else ()
+        return RewriteResult(target, outcome, attempts, new_resource_version=returned, mutations=changed)
