@@ -36,7 +36,7 @@ import yaml
 from kms_storage_migrator.convergence.identity import apiserver_id_hash, expected_apiserver_id
 from kms_storage_migrator.convergence.keyids import match_key_id
 from kms_storage_migrator.convergence.metrics import MetricsFormatError, parse_apiserver_keys
-from kms_storage_migrator.devcluster import binaries, processes, topology
+from kms_storage_migrator.devcluster import binaries, node, processes, topology
 from kms_storage_migrator.devcluster.encryption import (
     PROVIDER_NAME,
     EncryptionMode,
@@ -56,6 +56,10 @@ LOAD_BALANCER_READY_TIMEOUT = 30.0
 # Unix socket paths are limited to 107 bytes; deep temporary directories exceed that.
 MAX_SOCKET_PATH = 100
 PORT_ATTEMPTS = 3
+# The node's processes (`up --node`), stopped before the control plane.
+NODE_CONTAINERD = "containerd"
+NODE_KUBELET = "kubelet"
+NODE_SCHEDULER = "kube-scheduler"
 # Only what a node-less cluster can use, plus the in-tree migrator that benchmarks compare with.
 CONTROLLERS = (
     "garbagecollector",
@@ -95,6 +99,8 @@ class ClusterState:
     kms_endpoint: str = ""  # an external KMS v2 plugin's socket; empty: the bundled plugins
     kms_provider_name: str = PROVIDER_NAME
     audit_policy: str = ""  # the audit policy file in DIR when the audit log is on
+    node: bool = False  # `up --node`: containerd, a kubelet and a kube-scheduler run too
+    node_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> ClusterState:
@@ -235,6 +241,7 @@ class DevCluster:
         kms_provider_name: str | None = None,
         audit_policy: Path | None = None,
         audit_log: bool = False,
+        with_node: bool = False,
     ) -> None:
         """Start etcd, the KMS plugins, the apiservers (and HAProxy before several); return once
         every apiserver is ready and answers through ``DIR/kubeconfig``.
@@ -242,6 +249,8 @@ class DevCluster:
         ``kms_endpoint`` (``unix:///PATH``) and ``kms_provider_name`` use an external KMS v2 plugin
         instead of the bundled ones. ``audit_policy`` (or ``audit_log`` for a policy that records
         every request and response) writes each apiserver's audit log to ``DIR/apiserver-N/audit.log``.
+        ``with_node`` adds a real node (containerd, kubelet, kube-scheduler and the controllers
+        that run Deployments; see node.py), which needs root and one apiserver.
         """
         mode = EncryptionMode(encryption)
         try:
@@ -263,6 +272,9 @@ class DevCluster:
                 f"a dev cluster is already running in {self.directory}; "
                 "run `kms-storage-migrator dev-cluster down` first"
             )
+        if with_node:
+            self._check_node_host(apiservers)
+            with_controller_manager = True
         front = "kube-apiserver" if apiservers == 1 else "the load balancer"
         for port, owner in ((apiserver_port, front), (etcd_port, "etcd")):
             if port:
@@ -270,6 +282,8 @@ class DevCluster:
         needed: tuple[str, ...] = ("etcd", "etcdctl", "kube-apiserver")
         if with_controller_manager:
             needed += ("kube-controller-manager",)
+        if with_node:
+            needed += binaries.NODE_BINARIES
         binaries.ensure_binaries(needed)
         if apiservers > 1:
             _haproxy_binary()
@@ -308,6 +322,7 @@ class DevCluster:
                 kms_endpoint=kms_endpoint or "",
                 kms_provider_name=provider_name,
                 audit_policy=str(policy) if policy else "",
+                node=with_node,
             )
             self._save_state(state)
             self._write_client_files(state)
@@ -319,10 +334,12 @@ class DevCluster:
                 return
             except processes.PortInUse:
                 self._abort_start(state)
+                self._teardown_node(state, after_failure=True)
                 if attempt == attempts:
                     raise
             except BaseException:
                 self._abort_start(state)
+                self._teardown_node(state, after_failure=True)
                 raise
 
     def _start_components(self, state: ClusterState, *, with_controller_manager: bool) -> None:
@@ -338,6 +355,8 @@ class DevCluster:
             self._start_load_balancer(state)
         if with_controller_manager:
             self._start_controller_manager(state)
+        if state.node:
+            self._start_node(state)
 
     def _abort_start(self, state: ClusterState) -> None:
         """Stop what this start started, newest first, by handle, and check nothing is left.
@@ -366,9 +385,16 @@ class DevCluster:
         if not self.state_path.exists():
             return
         state = self.load_state()
+        if state.node:
+            # The kubelet first (it would restart the pods), then the pods, then containerd.
+            for component in (NODE_KUBELET, NODE_SCHEDULER):
+                self._stop_component(state, component)
+            node.NodeHost(self.node_layout).kill_pods()
+            self._stop_component(state, NODE_CONTAINERD)
         for component in topology.stop_order(state.pids):
             self._stop_component(state, component)
         self._save_state(state)
+        self._teardown_node(state, after_failure=False)
         for member in state.apiservers:
             if member.kms_socket:
                 with contextlib.suppress(FileNotFoundError):
@@ -761,14 +787,23 @@ class DevCluster:
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--allow-privileged=true",
             "--authorization-mode=RBAC",
-            # No controller-manager mints ServiceAccount token Secrets here; TokenRequest still works.
-            "--disable-admission-plugins=ServiceAccount",
             # One issuer for all apiservers, so a token one of them signed is valid on each.
             f"--service-account-issuer={front}",
             f"--service-account-key-file={pki.service_account_public_key}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             "--profiling=false",
         ]
+        if state.node:
+            # Pods get the ServiceAccount token volume; the apiserver reaches the kubelet (logs)
+            # at its InternalIP (the node has no resolvable host name) with the admin certificate.
+            arguments += [
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={pki.admin.cert}",
+                f"--kubelet-client-key={pki.admin.key}",
+            ]
+        else:
+            # No controller-manager mints ServiceAccount token Secrets here; TokenRequest still works.
+            arguments.append("--disable-admission-plugins=ServiceAccount")
         if state.encryption == EncryptionMode.KMS.value:
             config = self.apiserver_directory(member.index) / "encryption-config.yaml"
             arguments.append(f"--encryption-provider-config={config}")
@@ -824,9 +859,114 @@ class DevCluster:
             f"--secure-port={state.controller_manager_port}",
             f"--service-account-private-key-file={self.pki.service_account_key}",
             f"--root-ca-file={self.pki.ca.cert}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(CONTROLLERS + (node.NODE_CONTROLLERS if state.node else ()))}",
         ]
         self._launch(state, topology.CONTROLLER_MANAGER, command)
+
+    # The node (`up --node`).
+    @property
+    def node_layout(self) -> node.NodeLayout:
+        return node.NodeLayout.for_cluster(self.directory)
+
+    def import_image(self, archive: Path) -> None:
+        """Import an OCI archive into the node's containerd, where pods with pullPolicy Never find it."""
+        if not self.load_state().node:
+            raise UserError(f"the dev cluster in {self.directory} has no node: start it with `up --node`")
+        node.NodeHost(self.node_layout).import_image(self.binary("ctr"), archive.resolve())
+
+    def node_leftovers(self) -> list[str]:
+        """The node's host state still present (bridge, DNAT rule, kubelet chains, cgroups, root)."""
+        return node.NodeHost(self.node_layout).leftovers()
+
+    def _check_node_host(self, apiservers: int) -> None:
+        if apiservers != 1:
+            raise UserError("--node runs with one apiserver (its pods reach it through one DNAT rule)")
+        node.require_root()
+        node.check_host_tools()
+        node.NodeHost(self.node_layout).ensure_no_other_node()
+
+    def _start_node(self, state: ClusterState) -> None:
+        host = node.NodeHost(self.node_layout)
+        state.node_ports = {
+            "kubelet": processes.free_port(),
+            "kubelet-healthz": processes.free_port(),
+            "kube-scheduler": processes.free_port(),
+        }
+        self._save_state(state)
+        host.write_configs(
+            apiserver_port=state.apiserver_port,
+            kubelet_port=state.node_ports["kubelet"],
+            healthz_port=state.node_ports["kubelet-healthz"],
+            ca=self.pki.ca.cert,
+        )
+        host.set_up_network(state.apiserver_port)
+        layout = self.node_layout
+        containerd = self._launch(
+            state,
+            NODE_CONTAINERD,
+            [str(self.binary("containerd")), "--config", str(layout.containerd_config)],
+        )
+        processes.wait_until(
+            layout.containerd_socket.exists,
+            what=f"containerd on {layout.containerd_socket}",
+            process=containerd,
+            timeout_seconds=60,
+            also_watch=[started for started in self._started if started is not containerd],
+        )
+        host.import_pause_image(self.binary("ctr"), self.binary("pause"))
+        self._launch(
+            state,
+            NODE_SCHEDULER,
+            [
+                str(self.binary("kube-scheduler")),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={state.node_ports['kube-scheduler']}",
+            ],
+        )
+        kubelet = self._launch(
+            state,
+            NODE_KUBELET,
+            [
+                str(self.binary("kubelet")),
+                f"--config={layout.kubelet_config}",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--root-dir={layout.kubelet_root}",
+                f"--node-ip={node.NODE_IP}",
+                f"--hostname-override={node.NODE_NAME}",
+            ],
+        )
+        processes.wait_until(
+            self._node_ready,
+            what=f"node {node.NODE_NAME} Ready and untainted",
+            process=kubelet,
+            timeout_seconds=node.NODE_READY_TIMEOUT,
+            also_watch=[started for started in self._started if started is not kubelet],
+        )
+
+    def _node_ready(self) -> bool:
+        # Ready, and the node-lifecycle controller has lifted the not-ready taint: pods can land.
+        output = self.kubectl("get", "node", node.NODE_NAME, "-o", "json", check=False)
+        try:
+            document = json.loads(output)
+        except ValueError:
+            return False
+        conditions = document.get("status", {}).get("conditions", [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        taints = document.get("spec", {}).get("taints") or []
+        return ready and not any(t.get("effect") == "NoSchedule" for t in taints)
+
+    def _teardown_node(self, state: ClusterState, *, after_failure: bool) -> None:
+        if not state.node:
+            return
+        problems = node.NodeHost(self.node_layout).teardown()
+        if problems and not after_failure:
+            raise UserError(
+                f"the node of {self.directory} stopped, but some host state is left: " + "; ".join(problems)
+            )
+        if problems:
+            print("could not undo all of the node's host state: " + "; ".join(problems), file=sys.stderr)
 
     # Readiness probes.
     def _client_ssl_context(self, client: Any) -> ssl.SSLContext:

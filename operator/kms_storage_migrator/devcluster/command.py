@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kms_storage_migrator.devcluster import binaries
+from kms_storage_migrator.devcluster import binaries, node
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.devcluster.encryption import EncryptionMode
 from kms_storage_migrator.devcluster.seed import seed
@@ -72,6 +72,12 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="the provider name for --kms-endpoint in the encryption configuration",
     )
+    up.add_argument(
+        "--node",
+        action="store_true",
+        help="also run a real node (containerd, kubelet, kube-scheduler and the controllers Deployments "
+        "need) so the chart's pods run; needs root, builds kubelet and containerd on first use",
+    )
     audit = up.add_mutually_exclusive_group()
     audit.add_argument(
         "--audit-log",
@@ -101,6 +107,16 @@ def register(subparsers: Any) -> None:
     seed.add_argument("--objects", type=int, default=3000, help="how many objects (default: 3000)")
     seed.add_argument("--namespaces", type=int, default=20, help="spread over this many namespaces")
     seed.set_defaults(handler=_seed)
+    node_parser = action("node", "work with the node of a cluster started with `up --node`")
+    node_actions = node_parser.add_subparsers(dest="node_action", required=True, metavar="NODE_ACTION")
+    import_image = node_actions.add_parser(
+        "import-image",
+        help="import an OCI archive (podman save --format oci-archive) into the node's containerd",
+        description="Import an image archive into the node's containerd (namespace k8s.io), so pods "
+        "with imagePullPolicy: Never run it; no registry is needed.",
+    )
+    import_image.add_argument("archive", type=Path, metavar="FILE")
+    import_image.set_defaults(handler=_import_image)
     build = actions.add_parser("build", help="build (or find cached) every dev-cluster binary")
     build.add_argument("names", nargs="*", default=list(binaries.ALL_BINARIES), metavar="NAME")
     build.set_defaults(handler=_build)
@@ -118,6 +134,7 @@ def _up(args: argparse.Namespace) -> int:
         kms_provider_name=args.kms_provider_name,
         audit_policy=args.audit_policy,
         audit_log=args.audit_log,
+        with_node=args.node,
     )
     print(f"dev cluster ready in {cluster.directory} (encryption: {args.encryption})")
     apiservers = cluster.apiservers
@@ -130,6 +147,9 @@ def _up(args: argparse.Namespace) -> int:
         print(f"  KMS provider:   {cluster.provider_name}, external plugin {args.kms_endpoint}")
     else:
         print(f"  KMS provider:   {cluster.provider_name}, primary key {cluster.current_key_id()}")
+    if args.node:
+        print(f"  node:           {node.NODE_NAME} (containerd {cluster.node_layout.containerd_socket})")
+        print(f"  images:         kms-storage-migrator dev-cluster node --dir {args.dir} import-image FILE")
     print(f"  export KUBECONFIG={cluster.kubeconfig}")
     print(f"  kms-storage-migrator scan --etcd-config {cluster.etcd_config}")
     return 0
@@ -192,6 +212,12 @@ def _seed(args: argparse.Namespace) -> int:
         raise UserError("--objects and --namespaces must be at least 1")
     created = seed(DevCluster(args.dir), args.objects, args.namespaces)
     print(f"created {created} objects in {args.namespaces} namespaces")
+    return 0
+
+
+def _import_image(args: argparse.Namespace) -> int:
+    DevCluster(args.dir).import_image(args.archive)
+    print(f"imported {args.archive} into the node's containerd (namespace {node.CONTAINERD_NAMESPACE})")
     return 0
 
 
