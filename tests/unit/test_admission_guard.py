@@ -18,7 +18,7 @@ from kms_storage_migrator.admission.guard import MUTATED_BY_WEBHOOK, MUTATING_WE
 from kms_storage_migrator.admission.mutation import ListedMetadata, mutations
 from kms_storage_migrator.admission.reader import WebhookReader, intercepting_webhooks
 from kms_storage_migrator.admission.webhooks import WebhookKind
-from kms_storage_migrator.kube import ApiError
+from kms_storage_migrator.kube import ApiError, PatchAnswer
 from kms_storage_migrator.migration.boundary import MigrationFailed
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.page_writer import PageWriter
@@ -60,6 +60,7 @@ class WebhookApi:
         self.namespaces = {"mutated": {"kubernetes.io/metadata.name": "mutated"}, "plain": {}}
         self.stamped = stamped
         self.patched: list[str] = []
+        self.answers: list[PatchAnswer] = []
         self.reads: list[str] = []
         self.failures: list[Exception] = []
 
@@ -84,8 +85,10 @@ class WebhookApi:
         *,
         content_type: str = "",
         params: Mapping[str, str] | None = None,
+        answer: PatchAnswer = PatchAnswer.TABLE,
     ) -> dict[str, Any]:
         self.patched.append(path)
+        self.answers.append(answer)
         labels = {"app": "web", **({"stamped-by-webhook": "yes"} if self.stamped else {})}
         name = path.rsplit("/", 1)[1]
         version = "101" if self.stamped else str(body["metadata"]["resourceVersion"])
@@ -187,6 +190,7 @@ async def test_allow_writes_and_reports_a_label_the_webhook_added_counted_once()
     writer, _ = _writer(api, MutatingWebhookPolicy.ALLOW, progress)
     await writer.write(entry, _targets("mutated", "a"))
     assert api.patched == ["/api/v1/namespaces/mutated/configmaps/a"]
+    assert api.answers == [PatchAnswer.METADATA]  # the answer must show the labels
     assert (entry.counts.failed, entry.counts.rewritten, entry.counts.done) == (1, 0, 1)
     (failure,) = progress.failures
     assert failure.reason == MUTATED_BY_WEBHOOK
@@ -200,8 +204,11 @@ async def test_allow_does_not_report_an_object_no_webhook_intercepts() -> None:
     entry = ResourceProgress("", "v1", "configmaps")
     writer, _ = _writer(api, MutatingWebhookPolicy.ALLOW, progress)
     await writer.write(entry, [*_targets("mutated", "a"), *_targets("plain", "b")])
-    assert len(api.patched) == 2
-    assert (entry.counts.unchanged, entry.counts.failed) == (2, 0)
+    await writer.write(entry, _targets("mutated", "from-etcd", listed=False))
+    assert len(api.patched) == 3
+    assert (entry.counts.unchanged, entry.counts.failed) == (3, 0)
+    # Metadata only where it can be compared: the intercepted object with listed metadata.
+    assert sorted(api.answers) == [PatchAnswer.METADATA, PatchAnswer.TABLE, PatchAnswer.TABLE]
 
 
 async def test_without_a_guard_nothing_is_listed_and_every_object_is_written() -> None:

@@ -223,7 +223,11 @@ class PageWriter:
                 refused = RewriteResult(target, Outcome.REFUSED, 0, reason=MUTATING_WEBHOOK, message=refusal)
                 await self._record(entry, refused)
                 return refused.outcome
-            watch = bool(guard.intercepting(target.resource, target.namespace, labels))
+            # Allow: compare the answer of a write a webhook may change, when there is a listed
+            # reference to compare with (Full mode); other writes keep the answer without metadata.
+            watch = target.listed is not None and bool(
+                guard.intercepting(target.resource, target.namespace, labels)
+            )
         rewritten = await self._rewriter.rewrite(target, watch=watch)
         if rewritten.mutations:
             rewritten = mutated(rewritten, guard)

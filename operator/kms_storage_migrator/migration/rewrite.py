@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kms_storage_migrator.admission.mutation import ListedMetadata, mutations
-from kms_storage_migrator.kube import APPLY_PATCH, FIELD_MANAGER, MERGE_PATCH, ApiError, TransportError
+from kms_storage_migrator.kube import (
+    APPLY_PATCH,
+    FIELD_MANAGER,
+    MERGE_PATCH,
+    ApiError,
+    PatchAnswer,
+    TransportError,
+)
 from kms_storage_migrator.migration.boundary import outcome_of_error
 from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.ports import PatchPort
@@ -66,6 +73,20 @@ class RewriteResult:
     message: str = ""
     # What admission changed on this write, one clause each (only when the write was watched).
     mutations: tuple[str, ...] = ()
+
+
+class MetadataPatchPort(Protocol):
+    """``kube.KubeApi.patch`` with the choice of answer: only a watched write asks for metadata."""
+
+    async def patch(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        content_type: str = ...,
+        params: Mapping[str, str] | None = None,
+        answer: PatchAnswer = ...,
+    ) -> dict[str, Any]: ...
 
 
 class RewriteObserver(Protocol):
@@ -162,9 +183,20 @@ class Rewriter:
             params["force"] = "true"
         started = time.monotonic()
         try:
-            body = await self._api.patch(
-                path, rewrite_body(target, self._method), content_type=content_type, params=params
-            )
+            if watch:
+                # The answer must carry the object's metadata to show what admission changed.
+                # (ports.PatchPort has no `answer` yet; KubeApi, the only real port, takes it.)
+                body = await cast(MetadataPatchPort, self._api).patch(
+                    path,
+                    rewrite_body(target, self._method),
+                    content_type=content_type,
+                    params=params,
+                    answer=PatchAnswer.METADATA,
+                )
+            else:
+                body = await self._api.patch(
+                    path, rewrite_body(target, self._method), content_type=content_type, params=params
+                )
         except TransportError as error:
             # Unreachable is not overloaded: the backoff paces the retries, and the rate stays.
             self._observer.request_done(target.resource.name, "transport", time.monotonic() - started)
