@@ -6,20 +6,26 @@ from the fresh token in the 410 Status; a 410 without one lists again from the s
 what the checkpoint already counts; after MAX_LIST_RESTARTS such restarts the resource is given up.
 A page that fails on a value the apiserver cannot decode is narrowed, then stepped past
 (``unreadable.py``): the object is reported, every other one is still written.
+
+While the driver writes a page, the next one is already being listed (one page read ahead):
+otherwise the slowest write of each page holds the next list back. Only the request goes out
+early; its answer is taken, and any error handled, once the driver has committed the page, so
+checkpoints, restarts and skips happen in the same order as without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from kms_storage_migrator.kube import ApiError, TransportError
 from kms_storage_migrator.migration.boundary import ResourceAbandoned, as_retryable
 from kms_storage_migrator.migration.ports import ApiPort
 from kms_storage_migrator.migration.progress import MigrationProgress, ResourcePhase, ResourceProgress
-from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, transient_retrying
+from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter, RetryableFailure, transient_retrying
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteObserver, RewriteTarget
 from kms_storage_migrator.migration.unreadable import (
@@ -38,6 +44,8 @@ CONTINUE_EXPIRED = "continue-expired"  # 410 with a fresh token: resumed from it
 LIST_RESTARTED = "list-restarted"  # 410 without one: listed again from the start
 # More restarts than this mean the walk outlasts etcd compaction: the resource is given up.
 MAX_LIST_RESTARTS = 3
+
+Listing = asyncio.Task[dict[str, Any]]  # a list page requested ahead of its turn
 
 
 class FullWalk:
@@ -74,49 +82,75 @@ class FullWalk:
         restarts = 0
         limit = self._page_size
         passed: str | None = None  # the last undecodable object stepped past
-        while True:
-            try:
-                listed = await self._list_page(served, token, limit)
-            except ApiError as error:
-                if error.corrupt_keys:
-                    if limit > 1:
-                        # Narrow the pages until the undecodable object is one's first: every
-                        # object before it is still listed and written. They stay narrow until
-                        # the walk is past it.
-                        limit = max(1, limit // 4)
+        ahead: Listing | None = None  # the page at `token`, listed early
+        try:
+            while True:
+                try:
+                    early, ahead = ahead, None
+                    listed = await self._take(early, served, token, limit)
+                except ApiError as error:
+                    if error.corrupt_keys:
+                        if limit > 1:
+                            # Narrow the pages until the undecodable object is one's first: every
+                            # object before it is still listed and written. They stay narrow until
+                            # the walk is past it.
+                            limit = max(1, limit // 4)
+                            continue
+                        bad, token = await self._step_past(error, token, served, passed)
+                        passed, limit = bad.list_key, self._page_size
+                        yield Page([], bad.list_key, token, unreadable=(bad,))
                         continue
-                    bad, token = await self._step_past(error, token, served, passed)
-                    passed, limit = bad.list_key, self._page_size
-                    yield Page([], bad.list_key, token, unreadable=(bad,))
-                    continue
-                if error.status == 410:
-                    fresh = str((error.body.get("metadata") or {}).get("continue") or "") or None
-                    if fresh is None:
-                        restarts += 1
-                        self._observer.walk_restarted(entry.name, LIST_RESTARTED)
-                        self._restart(entry, restarts)
-                    else:
-                        self._observer.walk_restarted(entry.name, CONTINUE_EXPIRED)
-                        log.info("%s: continue token expired, resuming from the one in the 410", entry.name)
-                    token = fresh
-                    continue
-                if error.status == 404:
-                    entry.phase = ResourcePhase.DONE
-                    entry.message = "no longer served"
+                    if error.status == 410:
+                        fresh = str((error.body.get("metadata") or {}).get("continue") or "") or None
+                        if fresh is None:
+                            restarts += 1
+                            self._observer.walk_restarted(entry.name, LIST_RESTARTED)
+                            self._restart(entry, restarts)
+                        else:
+                            self._observer.walk_restarted(entry.name, CONTINUE_EXPIRED)
+                            log.info("%s: continue token expired, resuming from the 410's", entry.name)
+                        token = fresh
+                        continue
+                    if error.status == 404:
+                        entry.phase = ResourcePhase.DONE
+                        entry.message = "no longer served"
+                        return
+                    raise ResourceAbandoned(
+                        f"cannot list: {error.status} {error.reason}: {error.message}"
+                    ) from error
+                metadata = listed.get("metadata") or {}
+                # After a restart, skip what the checkpoint already counts (a list is in key order).
+                done_until = entry.checkpoint.last_key
+                items = [i for i in listed.get("items") or [] if _after(list_key(i), done_until)]
+                remaining = int(metadata.get("remainingItemCount") or 0)
+                entry.estimate = max(entry.estimate, entry.counts.done + len(items) + remaining)
+                token = str(metadata.get("continue") or "") or None
+                last = list_key(items[-1]) if items else entry.checkpoint.last_key
+                page = Page([_target(served, item) for item in items], last, token, final=token is None)
+                if token is not None:
+                    ahead = _read_ahead(self._list_page(served, token, limit))
+                yield page
+                if token is None:
                     return
-                raise ResourceAbandoned(
-                    f"cannot list: {error.status} {error.reason}: {error.message}"
-                ) from error
-            metadata = listed.get("metadata") or {}
-            # After a restart, skip what the checkpoint already counts (a list is in key order).
-            items = [i for i in listed.get("items") or [] if _after(list_key(i), entry.checkpoint.last_key)]
-            remaining = int(metadata.get("remainingItemCount") or 0)
-            entry.estimate = max(entry.estimate, entry.counts.done + len(items) + remaining)
-            token = str(metadata.get("continue") or "") or None
-            last = list_key(items[-1]) if items else entry.checkpoint.last_key
-            yield Page([_target(served, item) for item in items], last, token, final=token is None)
-            if token is None:
-                return
+        finally:
+            if ahead is not None:
+                ahead.cancel()  # the driver left early (stop, suspend, a failure): drop the list
+
+    async def _take(
+        self, ahead: Listing | None, served: ServedResource, token: str | None, limit: int
+    ) -> dict[str, Any]:
+        """The page at ``token``: the one read ahead if it came back, else listed now.
+
+        A read-ahead that failed is listed again rather than judged: it may have failed during
+        an outage that has ended while the page before it was written, and an error judged
+        now is judged exactly as without read-ahead.
+        """
+        if ahead is not None:
+            try:
+                return await ahead
+            except (ApiError, TransportError, RetryableFailure) as error:
+                log.debug("%s: the page read ahead failed (%s); listing it again", served.name, error)
+        return await self._list_page(served, token, limit)
 
     async def _step_past(
         self, error: ApiError, token: str | None, served: ServedResource, passed: str | None
@@ -176,6 +210,13 @@ class FullWalk:
             raise retryable from error
         finally:
             self._observer.request_done(resource, code, time.monotonic() - started)
+
+
+def _read_ahead(listing: Coroutine[Any, Any, dict[str, Any]]) -> Listing:
+    task = asyncio.ensure_future(listing)
+    # Its error is dropped when the walk ends first; read it so asyncio does not log it as lost.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 def list_key(item: dict[str, Any]) -> str:

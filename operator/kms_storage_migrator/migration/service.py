@@ -53,7 +53,8 @@ COMPONENT = "kms-storage-migrator"
 EVENT_NAMESPACE = "default"
 # A migration that never started waits this long when kopf has just started (and spawned every
 # daemon at once), so an interrupted one (which already holds progress) takes the single slot
-# first. One created while the operator runs starts at once.
+# first. One created while the operator runs starts at once, and so does one with no other
+# unfinished StorageMigration beside it: there is nothing to give a head start to.
 NEW_MIGRATION_HEAD_START = 3.0
 # How often a suspended migration looks at spec.suspend (kopf keeps the spec live) and its stop flag.
 SUSPENDED_POLL_SECONDS = 0.5
@@ -168,7 +169,11 @@ async def run_migration(
                 return  # deleted (or the operator exits) while suspended
             if progress.suspended:
                 await _resume(sink, progress)
-            if progress.start_time is None and context.just_started():
+            if (
+                progress.start_time is None
+                and context.just_started()
+                and await _others_unfinished(context, name)
+            ):
                 await asyncio.sleep(NEW_MIGRATION_HEAD_START)
             if context.slot.locked():
                 await _wait_pending(sink, progress, context.running)
@@ -188,6 +193,23 @@ async def run_migration(
                 return
     except MigrationStopped as reason:
         log.info("migration %s stopped: %s", name, reason)
+
+
+async def _others_unfinished(context: OperatorContext, name: str) -> bool:
+    """Whether a StorageMigration other than ``name`` is not finished yet (so might be interrupted).
+
+    When the list cannot be read, the answer is yes: the head start is then kept, as before.
+    """
+    try:
+        listed = await context.api.get_json(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+    except (ApiError, TransportError) as error:
+        log.info("cannot list StorageMigrations (%s): keeping the start delay", error)
+        return True
+    for item in listed.get("items") or []:
+        other = str((item.get("metadata") or {}).get("name") or "")
+        if other != name and from_status(item.get("status")).phase not in TERMINAL_PHASES:
+            return True
+    return False
 
 
 async def _run_once(
