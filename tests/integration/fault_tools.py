@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ from operator_harness import (
     install_crd,
     migration,
 )
-from webhook_server import _write_serving_pair
 
 from kms_storage_migrator.devcluster.cluster import DevCluster
 from kms_storage_migrator.devcluster.seed import seed
@@ -566,104 +564,6 @@ def wait_apiserver_ready(cluster: DevCluster, timeout: float = 180) -> float:
             pass
         time.sleep(0.5)
     raise AssertionError(f"the apiserver was not ready {timeout}s after the fault")
-
-
-# --- admission webhooks ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A webhook's answer: allowed or not, and for a mutating one a JSONPatch to apply."""
-
-    allowed: bool = True
-    message: str = ""
-    patch: list[dict[str, Any]] | None = None
-
-
-class AdmissionWebhook:
-    """An HTTPS admission webhook on 127.0.0.1 whose answers come from ``decide(request)``.
-
-    It counts the requests per object name, so a test can tell a single denial from a loop.
-    """
-
-    def __init__(self, directory: Path, decide: Any) -> None:
-        self.decide = decide
-        self.calls: dict[str, int] = {}
-        directory.mkdir(parents=True, exist_ok=True)
-        self.ca_pem = _write_serving_pair(directory)
-        webhook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                request = review["request"]
-                name = str(request.get("name") or "")
-                webhook.calls[name] = webhook.calls.get(name, 0) + 1
-                verdict: Verdict = webhook.decide(request)
-                response: dict[str, Any] = {"uid": request["uid"], "allowed": verdict.allowed}
-                if not verdict.allowed:
-                    response["status"] = {"code": 403, "message": verdict.message}
-                if verdict.patch is not None:
-                    response["patchType"] = "JSONPatch"
-                    response["patch"] = base64.b64encode(json.dumps(verdict.patch).encode()).decode()
-                body = json.dumps(
-                    {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(directory / "server.crt", directory / "server.key")
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> AdmissionWebhook:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def webhook_configuration(
-    kind: str, name: str, namespace: str, url: str, ca_pem: bytes, *, resource: str = "configmaps"
-) -> dict[str, Any]:
-    """A Validating- or MutatingWebhookConfiguration for UPDATEs of ``resource`` in one namespace,
-    failurePolicy Fail."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": kind,
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": f"{name}.faults.kms-storage-migrator.io",
-                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["UPDATE"],
-                        "resources": [resource],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 5,
-            }
-        ],
-    }
 
 
 def create_configmaps(cluster: DevCluster, namespace: str, names: Iterable[str]) -> None:

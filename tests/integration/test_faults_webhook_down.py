@@ -14,9 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from fault_tools import (
-    AdmissionWebhook,
     FaultWorld,
-    Verdict,
     changed,
     content_hashes,
     create_configmaps,
@@ -24,9 +22,9 @@ from fault_tools import (
     fault_world,
     is_terminal,
     migration_spec,
-    webhook_configuration,
 )
 from operator_harness import free_port
+from webhook_server import AdmissionWebhook, Verdict, webhook_configuration
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 from fault_tools import (
-    AdmissionWebhook,
     FaultWorld,
-    Verdict,
     changed,
     content_hashes,
     create_configmaps,
@@ -24,8 +22,8 @@ from fault_tools import (
     fault_world,
     is_terminal,
     migration_spec,
-    webhook_configuration,
 )
+from webhook_server import AdmissionWebhook, Verdict, webhook_configuration
 
 pytestmark = pytest.mark.integration
 

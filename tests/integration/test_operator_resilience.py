@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from operator_harness import (
@@ -20,7 +21,7 @@ from operator_harness import (
     wait_finished,
     wait_for,
 )
-from webhook_server import DenyingWebhook
+from webhook_server import AdmissionWebhook, Verdict, webhook_configuration
 
 from kms_storage_migrator.devcluster.cluster import DevCluster
 
@@ -115,8 +116,20 @@ def test_denied_object_is_reported_concurrent_changes_survive_and_the_rest_migra
     troubled.cluster.rotate_kek(restart=True)
     webhook_dir = troubled.directory / "webhook"
     webhook_dir.mkdir()
-    with DenyingWebhook(webhook_dir, DENIED) as webhook:
-        configuration = webhook.configuration("deny-frozen", POLICY_NAMESPACE, "configmaps")
+
+    def deny_one(request: dict[str, Any]) -> Verdict:
+        if request.get("name") == DENIED:
+            return Verdict(allowed=False, message=f"{DENIED} is frozen by policy")
+        return Verdict()
+
+    with AdmissionWebhook(webhook_dir, deny_one) as webhook:
+        configuration = webhook_configuration(
+            "ValidatingWebhookConfiguration",
+            "deny-frozen",
+            POLICY_NAMESPACE,
+            f"https://127.0.0.1:{webhook.port}/validate",
+            webhook.ca_pem,
+        )
         troubled.cluster.kubectl("apply", "-f", "-", input=json.dumps(configuration))
         last_written: dict[str, str] = {}
         stop = threading.Event()
@@ -149,7 +162,7 @@ def test_denied_object_is_reported_concurrent_changes_survive_and_the_rest_migra
             stop.set()
             writer.join()
         troubled.cluster.kubectl("delete", "validatingwebhookconfiguration", "deny-frozen")
-        assert webhook.denied >= 1
+        assert webhook.calls.get(DENIED, 0) >= 1
 
     # The denial is recorded once (never retried in a loop) and named in the status.
     assert status["totals"]["failed"] == 1
@@ -157,9 +170,8 @@ def test_denied_object_is_reported_concurrent_changes_survive_and_the_rest_migra
     failure = status["failures"][0]
     assert (failure["namespace"], failure["name"]) == (POLICY_NAMESPACE, DENIED)
     # The webhook's own text could quote the object: only its name is kept, in status and events.
-    assert (
-        failure["message"] == "HTTP 403: denied by admission webhook deny-frozen.test.kms-storage-migrator.io"
-    )
+    denial = "HTTP 403: denied by admission webhook deny-frozen.faults.kms-storage-migrator.io"
+    assert failure["message"] == denial
     events = troubled.cluster.kubectl("get", "events", "-n", "default", "-o", "json")
     assert "frozen by policy" not in events
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")

@@ -1,112 +1,68 @@
-"""A tiny validating admission webhook for tests: denies writes to objects with one given name.
+"""An admission webhook for tests: HTTPS on 127.0.0.1, answers decided by a Python function.
 
-It serves HTTPS on 127.0.0.1 with a throwaway CA (made here with ``cryptography``) so the real
-kube-apiserver can call it; ``configuration()`` gives the ValidatingWebhookConfiguration that
-routes UPDATEs of one resource in one namespace to it.
+The real kube-apiserver calls it like any webhook, through a Validating- or
+MutatingWebhookConfiguration (``webhook_configuration``) whose caBundle is the throwaway CA
+the dev cluster's PKI code makes for it. A test decides per request: allow, deny with a
+message, or (mutating) allow with a JSONPatch.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import ssl
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from kms_storage_migrator.devcluster.pki import issue_serving_pair
 
 
-def _write_serving_pair(directory: Path) -> bytes:
-    """Write server.crt/server.key signed by a new CA; return the CA certificate (PEM)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-webhook-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "server.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return ca.public_bytes(serialization.Encoding.PEM)
+@dataclass(frozen=True)
+class Verdict:
+    """A webhook's answer: allowed or not, and for a mutating one a JSONPatch to apply."""
+
+    allowed: bool = True
+    message: str = ""
+    patch: list[dict[str, Any]] | None = None
 
 
-class DenyingWebhook:
-    """Denies every admission request for objects named ``deny_name``; allows the rest."""
+class AdmissionWebhook:
+    """An HTTPS admission webhook on 127.0.0.1 whose answers come from ``decide(request)``.
 
-    def __init__(self, directory: Path, deny_name: str) -> None:
-        self.deny_name = deny_name
-        self.denied = 0
-        self.ca_pem = _write_serving_pair(directory)
+    It counts the requests per object name, so a test can tell a single denial from a loop.
+    """
+
+    def __init__(self, directory: Path, decide: Callable[[dict[str, Any]], Verdict]) -> None:
+        self.decide = decide
+        self.calls: dict[str, int] = {}
+        self.ca_pem = issue_serving_pair(directory, "test admission webhook")
         webhook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 request = review["request"]
-                allowed = request.get("name") != webhook.deny_name
-                if not allowed:
-                    webhook.denied += 1
-                response: dict[str, Any] = {"uid": request["uid"], "allowed": allowed}
-                if not allowed:
-                    response["status"] = {"code": 403, "message": f"{webhook.deny_name} is frozen by policy"}
+                name = str(request.get("name") or "")
+                webhook.calls[name] = webhook.calls.get(name, 0) + 1
+                verdict = webhook.decide(request)
+                response: dict[str, Any] = {"uid": request["uid"], "allowed": verdict.allowed}
+                if not verdict.allowed:
+                    response["status"] = {"code": 403, "message": verdict.message}
+                if verdict.patch is not None:
+                    response["patchType"] = "JSONPatch"
+                    response["patch"] = base64.b64encode(json.dumps(verdict.patch).encode()).decode()
                 body = json.dumps(
                     {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
-                )
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body.encode())
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
@@ -115,10 +71,10 @@ class DenyingWebhook:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(directory / "server.crt", directory / "server.key")
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
+        self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> DenyingWebhook:
+    def __enter__(self) -> AdmissionWebhook:
         self._thread.start()
         return self
 
@@ -126,32 +82,34 @@ class DenyingWebhook:
         self._server.shutdown()
         self._server.server_close()
 
-    def configuration(self, name: str, namespace: str, resource: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": name},
-            "webhooks": [
-                {
-                    "name": f"{name}.test.kms-storage-migrator.io",
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{self.port}/validate",
-                        "caBundle": base64.b64encode(self.ca_pem).decode(),
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["UPDATE"],
-                            "resources": [resource],
-                            "scope": "Namespaced",
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "failurePolicy": "Fail",
-                    "timeoutSeconds": 5,
-                }
-            ],
-        }
+
+def webhook_configuration(
+    kind: str, name: str, namespace: str, url: str, ca_pem: bytes, *, resource: str = "configmaps"
+) -> dict[str, Any]:
+    """A Validating- or MutatingWebhookConfiguration for UPDATEs of ``resource`` in one namespace,
+    failurePolicy Fail."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"{name}.faults.kms-storage-migrator.io",
+                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["UPDATE"],
+                        "resources": [resource],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 5,
+            }
+        ],
+    }

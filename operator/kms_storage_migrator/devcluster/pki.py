@@ -116,6 +116,28 @@ def create_pki(directory: Path) -> ClusterPki:
     return pki
 
 
+def issue_serving_pair(directory: Path, common_name: str) -> bytes:
+    """A throwaway CA and a serving certificate for loopback, for an HTTPS server the apiserver
+    calls (an admission or conversion webhook in a test): writes ``server.crt``/``server.key``
+    into ``directory`` and returns the CA certificate (PEM) for the caller's ``caBundle``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = _new_key()
+    ca_name = _name(f"{common_name} CA")
+    ca_cert = _certificate(
+        subject=ca_name, issuer=ca_name, public_key=ca_key.public_key(), signing_key=ca_key, is_ca=True
+    )
+    key = _new_key()
+    cert = _certificate(
+        subject=_name(common_name),
+        issuer=ca_name,
+        public_key=key.public_key(),
+        signing_key=ca_key,
+        server=True,
+    )
+    _write_pair(CertificatePair(directory / "server.crt", directory / "server.key"), cert, key)
+    return ca_cert.public_bytes(serialization.Encoding.PEM)
+
+
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
