@@ -12,6 +12,8 @@ debug level; two witnesses judge them:
   Tables without the object, whose resourceVersion is the one etcd holds.
 - the operator's log, the events, the StorageMigrations' status and /metrics: no marker at all.
 
+``scan --kubeconfig`` then names the applied Secrets, as kubectl shows them, without their data.
+
 Both share this module's cluster and migrations (one dev cluster, three migrations in CI).
 """
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -173,7 +177,8 @@ def test_a_rewrite_answer_is_a_table_holding_the_stored_resource_version(
     # Every Secret was stale after the KEK rotation, so Targeted wrote each one.
     assert set(answered) == set(stored)
     wrong = {
-        key: (table.get("kind"), table.get("metadata"), stored[key].mod_revision)
+        # Kind and version only: the metadata of a wrong answer may hold the annotation.
+        key: (table.get("kind"), table["metadata"].get("resourceVersion"), stored[key].mod_revision)
         for key, table in answered.items()
         if (table.get("kind"), table["metadata"].get("resourceVersion"))
         != ("Table", str(stored[key].mod_revision))
@@ -238,3 +243,43 @@ def test_markers_reach_no_log_event_status_or_metric(world: FaultWorld, migratio
         *_leaks("/metrics", scraped),
     ]
     assert not leaks, leaks
+
+
+def test_scan_names_the_applied_secrets_and_never_their_data(
+    world: FaultWorld, migrations: Migrations
+) -> None:
+    # After the migrations: its own list of Secrets must not fall into their audit windows.
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kms_storage_migrator",
+            "scan",
+            "--etcd-config",
+            str(world.cluster.etcd_config),
+            "--kubeconfig",
+            str(world.cluster.kubeconfig),
+            "--resource",
+            "secrets",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    warning = completed.stderr.strip().splitlines()[-1]
+    # The reference: kubectl's view of which Secrets carry the annotation.
+    listed = json.loads(world.cluster.kubectl("get", "secrets", "-A", "-o", "json"))["items"]
+    applied = sorted(
+        f"{s['metadata']['namespace']}/{s['metadata']['name']}"
+        for s in listed
+        if LAST_APPLIED_ANNOTATION in (s["metadata"].get("annotations") or {})
+    )
+    assert applied == [f"{NAMESPACE}/applied-data", f"{NAMESPACE}/applied-stringdata"]
+    assert warning.startswith(
+        f"warning: 2 Secret(s) carry a copy of their data in the {LAST_APPLIED_ANNOTATION}"
+    )
+    assert f"({', '.join(applied)})" in warning
+    assert f"kubectl annotate secret -n {NAMESPACE} applied-data {LAST_APPLIED_ANNOTATION}-" in warning
+    assert not _leaks("scan's output", completed.stdout + completed.stderr)
