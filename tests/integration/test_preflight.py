@@ -40,12 +40,16 @@ def _row(output: str, check: str) -> str:
 def test_an_admin_on_a_kms_cluster_passes_every_check(dev_cluster: DevCluster) -> None:
     result = _preflight(dev_cluster, "--etcd-config", str(dev_cluster.etcd_config))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "every check passed" in result.stdout
-    assert f"KMS v2 provider(s) in use: {dev_cluster.provider_name}" in _row(
-        result.stdout, "encryption provider"
-    )
+    # The dev cluster's etcd has no auth, so its reader could write: the one warning.
+    assert result.stdout.splitlines()[-1] == "0 check(s) failed, 1 warning(s)"
+    assert f"KMS v2 provider(s) in use: {dev_cluster.provider_name}" in _row(result.stdout, "write format")
     assert " OK " in _row(result.stdout, "RBAC patch */*")
-    assert "namespaces under /registry/namespaces/" in _row(result.stdout, "etcd")
+    assert "you may list and patch every resource (*/*)" in _row(result.stdout, "permissions")
+    assert "namespaces under /registry/namespaces/" in _row(result.stdout, "etcd ")
+    assert "WARN" in _row(result.stdout, "etcd read-only")
+    # --enforce turns that warning into a non-zero exit, as spec.preflight Enforce stops a run.
+    enforced = _preflight(dev_cluster, "--etcd-config", str(dev_cluster.etcd_config), "--enforce")
+    assert enforced.returncode == 1, enforced.stdout + enforced.stderr
 
 
 def test_a_service_account_without_a_role_and_a_wrong_prefix_fail_saying_what_to_do(
@@ -66,7 +70,7 @@ def test_a_service_account_without_a_role_and_a_wrong_prefix_fail_saying_what_to
     assert "FAIL" in lines[patch]
     assert "ServiceAccount default/preflight-nobody may not patch */*" in lines[patch]
     assert "what to do: grant it in the operator's ClusterRole" in lines[patch + 1]
-    assert "FAIL" in _row(result.stdout, "etcd")
-    assert "/not-this-cluster/namespaces/" in _row(result.stdout, "etcd")
+    assert "FAIL" in _row(result.stdout, "etcd ")
+    assert "/not-this-cluster/namespaces/" in _row(result.stdout, "etcd ")
     # Checked with the caller's credentials: the cluster does encrypt with KMS v2.
-    assert " OK " in _row(result.stdout, "encryption provider")
+    assert " OK " in _row(result.stdout, "write format")

@@ -76,5 +76,5 @@ def test_the_table_puts_the_step_under_each_failure_and_counts_them() -> None:
     assert table[0].split() == ["CHECK", "RESULT", "DETAIL"]
     assert table[2].split()[:2] == ["etcd", "FAIL"]
     assert "what to do: give the apiserver's --etcd-prefix" in table[3]
-    assert table[-1] == "1 check(s) failed"
+    assert table[-1] == "1 check(s) failed, 0 warning(s)"
     assert exit_code(findings[:1]) == 0

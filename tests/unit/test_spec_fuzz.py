@@ -164,4 +164,6 @@ def test_the_worst_wildcard_pattern_admission_allows_matches_quickly() -> None:
 @given(pattern=name_part, value=st.from_regex(r"\A[a-z0-9.-]{0,30}\Z", fullmatch=True))
 def test_wildcards_match_like_a_shell_glob(pattern: str, value: str) -> None:
     expected = fnmatch.fnmatchcase(value, pattern)  # no '?' or '[' in names: '*' is the only wildcard
-    assert ResourcePattern(pattern, "x").matches(value, "x") is expected
+    assert ResourcePattern("x", pattern).matches("x", value) is expected
+    # The core group is "" in discovery and "core" in patterns.
+    assert ResourcePattern(pattern, "x").matches(value, "x") is fnmatch.fnmatchcase(value or "core", pattern)

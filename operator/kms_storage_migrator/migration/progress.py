@@ -16,6 +16,7 @@ from typing import Any
 
 from kms_storage_migrator.migration.conditions import derive_conditions, set_condition
 from kms_storage_migrator.migration.outcome import Outcome
+from kms_storage_migrator.migration.preflight_gate import PreflightNote
 from kms_storage_migrator.migration.resource_choice import DroppedResource, ServedResource
 from kms_storage_migrator.migration.status_parts import (
     ACTIVE_PHASES,
@@ -223,6 +224,7 @@ class MigrationProgress:
     suspended: bool = False
     rate: float | None = None  # objects per second over the last minute, while migrating
     eta: str | None = None  # e.g. "3m10s"; None while unknown
+    preflight: list[PreflightNote] = field(default_factory=list)  # what the Preflight phase found
 
     def track(self, chosen: Sequence[ServedResource], dropped: Sequence[DroppedResource]) -> None:
         """Adopt what discovery chose: new types start Pending, types no longer served are Done."""
@@ -308,6 +310,7 @@ def to_status(progress: MigrationProgress, now: str) -> dict[str, Any]:
         "completionTime": progress.completion_time,
         "keyId": progress.key_id,
         "verification": progress.verification.to_status() if progress.verification else None,
+        "preflight": [note.to_status() for note in progress.preflight] or None,
     }
     # A merge patch deletes keys sent as null: unset fields clear stale values from a past run.
     return document
@@ -342,6 +345,9 @@ def from_status(status: Mapping[str, Any] | None) -> MigrationProgress:
         suspended=suspended,
         rate=_rate(status.get("rate")),
         eta=status.get("eta") or None,
+        preflight=[
+            PreflightNote.from_status(n) for n in status.get("preflight") or [] if isinstance(n, Mapping)
+        ],
     )
 
 

@@ -1,6 +1,6 @@
 """One migration end to end: a short phase driver over a Full or a Targeted walk.
 
-discover -> (scan) -> rewrite -> verify -> finish. Each step is one method below; the walks own
+discover -> preflight -> (scan) -> rewrite -> verify -> finish. Each step is one method below; the walks own
 their checkpoints (``full_walk.py``, ``targeted_walk.py``), ``page_writer.py`` writes and records,
 ``verdict.py`` decides how it ends, ``boundary.py`` what an error means. Usable without kopf:
 give it the API, optional etcd, the spec, the progress to resume from, and a sink. Every page
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from kms_storage_migrator.convergence.gate import Converged, GateResult
+from kms_storage_migrator.kube import KubeApi
 from kms_storage_migrator.migration.boundary import (
     InfrastructureUnavailable,
     MigrationFailed,
@@ -40,6 +42,7 @@ from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PinnedMode, PlanError, pin_mode
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
+from kms_storage_migrator.migration.preflight_gate import PREFLIGHT_PASSED, decide_preflight, notes
 from kms_storage_migrator.migration.progress import (
     MigrationProgress,
     Phase,
@@ -65,7 +68,11 @@ from kms_storage_migrator.migration.targeted_walk import TargetedWalk
 from kms_storage_migrator.migration.verdict import Verdict, decide, failed_resources
 from kms_storage_migrator.migration.verify import resource_index, verify_resources
 from kms_storage_migrator.migration.walk import Walk
+from kms_storage_migrator.preflight.findings import Finding
+from kms_storage_migrator.preflight.survey import PreflightSurvey
+from kms_storage_migrator.storage.etcd import EtcdReader
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot, etcd_prefix
+from kms_storage_migrator.storage.write_format import WriteFormat
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +80,28 @@ log = logging.getLogger(__name__)
 PHASE_ORDER = (
     Phase.PENDING,
     Phase.DISCOVERING,
+    Phase.PREFLIGHT,
     Phase.WAITING_FOR_KEY,
     Phase.SCANNING,
     Phase.MIGRATING,
     Phase.VERIFYING,
 )
+
+
+class PreflightChecks(Protocol):
+    """What could stop the migration, asked before any write (``preflight.survey``)."""
+
+    async def run(
+        self, resources: Sequence[ServedResource], reference: WriteFormat | None
+    ) -> list[Finding]: ...
+
+
+def live_checks(api: ApiPort, etcd: EtcdPort | None, root: EtcdRoot) -> PreflightChecks | None:
+    """The real cluster's checks when talking to a real apiserver; None for in-memory stand-ins
+    (their tests pass ``preflight=`` when they want the phase)."""
+    if not isinstance(api, KubeApi):
+        return None
+    return PreflightSurvey(api, etcd if isinstance(etcd, EtcdReader) else None, root=root)
 
 
 @dataclass(frozen=True)
@@ -106,8 +130,10 @@ class MigrationRunner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         gate: KeyGate | None = None,
         created_at: datetime | None = None,
+        preflight: PreflightChecks | None = None,
     ) -> None:
         self.progress = progress
+        self._preflight = preflight or live_checks(api, etcd, etcd_prefix)
         # None: no gate (a caller that knows the key cannot change, e.g. in-memory tests).
         self._gate = gate
         # The gate counts KMS Status polls after this moment: the apiserver's own stamp when
@@ -186,7 +212,8 @@ class MigrationRunner:
     def _steps(self) -> list[Step]:
         if self._mode is Mode.VERIFY_ONLY:
             return [Step(Phase.VERIFYING, self._verify)]
-        steps = [Step(Phase.WAITING_FOR_KEY, self._await_key)]
+        steps = [Step(Phase.PREFLIGHT, self._check)] if self._preflight is not None else []
+        steps.append(Step(Phase.WAITING_FOR_KEY, self._await_key))
         if self._mode is Mode.TARGETED:
             steps.append(Step(Phase.SCANNING, self._scan))
         return [*steps, Step(Phase.MIGRATING, self._migrate), Step(Phase.VERIFYING, self._verify)]
@@ -240,6 +267,27 @@ class MigrationRunner:
         )
         log.warning("%s", message)
         await self._sink.event("Warning", "ModeConverted", message)
+
+    async def _check(self) -> None:
+        """Preflight: before any write, what could stop the migration; a failure stops it here."""
+        assert self._preflight is not None  # the step exists only with checks
+        await self._enter(
+            Phase.PREFLIGHT, f"checking what could stop the migration of {len(self._served)} resource types"
+        )
+        findings = await self._preflight.run(list(self._served.values()), self._learner.reference)
+        outcome = decide_preflight(findings, self._spec.preflight, len(self._served))
+        self.progress.preflight = notes(findings)
+        self._set_condition(PREFLIGHT_PASSED, outcome.passed, outcome.reason, outcome.message)
+        for name, why in outcome.failed_resources.items():
+            entry = self.progress.resource(name)
+            if entry is not None and entry.phase is not ResourcePhase.DONE:
+                entry.phase = ResourcePhase.FAILED
+                entry.message = f"preflight: {why}"
+        kind = "Normal" if outcome.passed and not outcome.failed_resources else "Warning"
+        await self._sink.event(kind, outcome.reason, outcome.message)
+        if not outcome.proceed:
+            raise MigrationFailed(outcome.message)
+        await self._publisher.publish(force=True)
 
     async def _await_key(self) -> None:
         await self._enter(

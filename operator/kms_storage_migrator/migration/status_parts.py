@@ -15,6 +15,8 @@ MAX_MESSAGE = 300
 class Phase(StrEnum):
     PENDING = "Pending"
     DISCOVERING = "Discovering"
+    # Before any write: what could stop the migration, checked (preflight/, preflight_gate.py).
+    PREFLIGHT = "Preflight"
     # Before any write: until every apiserver writes with the key the KMS reports (issue 9).
     WAITING_FOR_KEY = "WaitingForKey"
     SCANNING = "Scanning"
@@ -26,7 +28,14 @@ class Phase(StrEnum):
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 ACTIVE_PHASES = frozenset(
-    {Phase.DISCOVERING, Phase.WAITING_FOR_KEY, Phase.SCANNING, Phase.MIGRATING, Phase.VERIFYING}
+    {
+        Phase.DISCOVERING,
+        Phase.PREFLIGHT,
+        Phase.WAITING_FOR_KEY,
+        Phase.SCANNING,
+        Phase.MIGRATING,
+        Phase.VERIFYING,
+    }
 )
 
 

@@ -1,8 +1,10 @@
-"""``kms-storage-migrator preflight``: RBAC, the encryption provider and etcd, checked before a run.
+"""``kms-storage-migrator preflight``: the checks a migration's Preflight phase runs, as a table.
 
 Read-only: access reviews (the caller's own, or a ServiceAccount's with --service-account), the
-apiserver's /metrics, and one etcd key count when etcd flags are given. Prints a table; exits 1
-when any check fails, so a pipeline can stop before the migration starts.
+apiserver's /metrics, CRDs and one-item lists, and with etcd flags an etcd key count and a Txn
+that cannot write. The same survey (``survey.py``) as the phase, plus the operator's whole
+ClusterRole. Exits 1 when any check fails (with --enforce: or warns), so a pipeline can stop
+before the migration starts.
 """
 
 from __future__ import annotations
@@ -10,39 +12,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from kms_storage_migrator.errors import UserError
-from kms_storage_migrator.kube import ApiCredentials, ApiError, KubeApi, TransportError, load_credentials
+from kms_storage_migrator.kube import ApiCredentials, KubeApi, load_credentials
+from kms_storage_migrator.migration.discovery import discover
+from kms_storage_migrator.migration.selection import Selection, SelectionError, parse_selection
 from kms_storage_migrator.preflight.findings import (
     OPERATOR_PERMISSIONS,
-    AccessAnswer,
     Finding,
-    Permission,
+    Verdict,
     etcd_unreachable,
     exit_code,
     judge_access,
-    judge_encryption,
-    judge_etcd,
-    metrics_unreadable,
     render_table,
 )
+from kms_storage_migrator.preflight.reviews import Subject, review, who
+from kms_storage_migrator.preflight.survey import PreflightSurvey
 from kms_storage_migrator.statusview.command import resolve_kubeconfig
 from kms_storage_migrator.storage.etcd import EtcdConfig, EtcdReader
 from kms_storage_migrator.storage.keys import EtcdRoot
-
-REVIEWS = "/apis/authorization.k8s.io/v1"
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "preflight",
-        help="check, before a migration, the operator's permissions, the KMS v2 provider and etcd",
+        help="check, before a migration, what would stop it: encryption, RBAC, conversion webhooks, etcd",
         description=(
-            "Check what would stop a migration: the RBAC the operator needs (the caller's, or a "
-            "ServiceAccount's), a KMS v2 provider in the apiserver's /metrics, and (with etcd flags) "
-            "that etcd answers under the right prefix. Exits 1 when any check fails."
+            "Run the checks of a migration's Preflight phase: is there a KMS v2 provider to migrate "
+            "to, may the operator (you, or a ServiceAccount) list and patch every selected resource "
+            "and hold the rest of its ClusterRole, do CRD conversion webhooks answer, and (with etcd "
+            "flags) does etcd answer under the right prefix with a read-only user. Exits 1 when any "
+            "check fails."
         ),
     )
     parser.add_argument("--kubeconfig", type=Path, metavar="FILE", help="kubeconfig (default: as kubectl)")
@@ -50,6 +53,18 @@ def register(subparsers: Any) -> None:
         "--service-account",
         metavar="NAMESPACE/NAME",
         help="check a ServiceAccount's permissions instead of yours (needs create on subjectaccessreviews)",
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="GROUP/RESOURCE",
+        help="resources to check, as in spec.resources.include (repeatable; default everything)",
+    )
+    parser.add_argument(
+        "--exclude", action="append", metavar="GROUP/RESOURCE", help="as spec.resources.exclude"
+    )
+    parser.add_argument(
+        "--enforce", action="store_true", help="exit 1 on warnings too, as spec.preflight: Enforce would stop"
     )
     EtcdConfig.add_arguments(parser)
     parser.set_defaults(handler=run_preflight)
@@ -59,12 +74,18 @@ def run_preflight(args: argparse.Namespace) -> int:
     kubeconfig = resolve_kubeconfig(args.kubeconfig, os.environ)
     subject = _subject(args.service_account)
     etcd = _etcd_config(args)
-    findings = asyncio.run(_check(load_credentials(kubeconfig), subject, etcd, args.etcd_prefix))
+    try:
+        selection = parse_selection(args.include, args.exclude)
+    except SelectionError as error:
+        raise UserError(str(error).replace("spec.resources.", "--")) from error
+    findings = asyncio.run(_check(load_credentials(kubeconfig), subject, etcd, args.etcd_prefix, selection))
     print(render_table(findings))
+    if args.enforce and any(f.verdict is Verdict.WARN for f in findings):
+        return 1
     return exit_code(findings)
 
 
-def _subject(text: str | None) -> tuple[str, str] | None:
+def _subject(text: str | None) -> Subject | None:
     if text is None:
         return None
     namespace, _, name = text.partition("/")
@@ -81,53 +102,26 @@ def _etcd_config(args: argparse.Namespace) -> EtcdConfig | None:
 
 
 async def _check(
-    credentials: ApiCredentials, subject: tuple[str, str] | None, etcd: EtcdConfig | None, root: EtcdRoot
+    credentials: ApiCredentials,
+    subject: Subject | None,
+    etcd: EtcdConfig | None,
+    root: EtcdRoot,
+    selection: Selection,
 ) -> list[Finding]:
-    async with KubeApi(credentials) as api:
-        answers = [await _review(api, permission, subject) for permission in OPERATOR_PERMISSIONS]
-        who = f"ServiceAccount {subject[0]}/{subject[1]}" if subject else "you"
-        findings = judge_access(answers, who)
-        try:
-            findings.append(judge_encryption(await api.get_text("/metrics")))
-        except (ApiError, TransportError) as error:
-            findings.append(metrics_unreadable(str(error)))
-    if etcd is not None:
-        findings.append(await _check_etcd(etcd, root))
+    async with AsyncExitStack() as stack:
+        api = await stack.enter_async_context(KubeApi(credentials))
+        reader: EtcdReader | None = None
+        findings: list[Finding] = []
+        if etcd is not None:
+            try:
+                reader = await stack.enter_async_context(EtcdReader(etcd))
+            except UserError as error:
+                findings.append(etcd_unreachable(etcd.display, str(error)))
+        answers = [await review(api, permission, subject) for permission in OPERATOR_PERMISSIONS]
+        findings[:0] = judge_access(answers, "you" if subject is None else who(subject))
+        chosen = (await discover(api, selection)).chosen
+        caller = "you" if subject is None else None
+        survey = PreflightSurvey(api, reader, root=root, subject=subject, caller=caller)
+        # No StorageMigration to read back here: the write format is judged from /metrics.
+        findings += await survey.run(chosen, None)
     return findings
-
-
-async def _review(api: KubeApi, permission: Permission, subject: tuple[str, str] | None) -> AccessAnswer:
-    spec: dict[str, Any]
-    if permission.path:
-        spec = {"nonResourceAttributes": {"verb": permission.verb, "path": permission.path}}
-    else:
-        attributes = {"verb": permission.verb, "group": permission.group, "resource": permission.resource}
-        if permission.subresource:
-            attributes["subresource"] = permission.subresource
-        spec = {"resourceAttributes": attributes}
-    kind = "SelfSubjectAccessReview"
-    if subject is not None:
-        namespace, name = subject
-        kind = "SubjectAccessReview"
-        spec["user"] = f"system:serviceaccount:{namespace}:{name}"
-        spec["groups"] = [
-            "system:serviceaccounts",
-            f"system:serviceaccounts:{namespace}",
-            "system:authenticated",
-        ]
-    body = {"apiVersion": "authorization.k8s.io/v1", "kind": kind, "spec": spec}
-    try:
-        reply = await api.request("POST", f"{REVIEWS}/{kind.lower()}s", body=body)
-    except ApiError as error:
-        return AccessAnswer(permission, False, f"the access review itself was refused: {error}")
-    status = reply.body.get("status") or {}
-    return AccessAnswer(permission, bool(status.get("allowed")), str(status.get("reason") or ""))
-
-
-async def _check_etcd(config: EtcdConfig, root: EtcdRoot) -> Finding:
-    try:
-        async with EtcdReader(config) as reader:
-            namespaces = await reader.count(root.location("namespaces"))
-    except UserError as error:
-        return etcd_unreachable(config.display, str(error))
-    return judge_etcd(config.display, root.path, namespaces)

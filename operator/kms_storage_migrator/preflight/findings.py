@@ -16,6 +16,7 @@ from kms_storage_migrator.convergence.metrics import MetricsFormatError, parse_a
 
 class Verdict(StrEnum):
     OK = "OK"
+    WARN = "WARN"  # may get in the way; stops a migration only with spec.preflight Enforce
     FAIL = "FAIL"
 
 
@@ -25,6 +26,9 @@ class Finding:
     verdict: Verdict
     detail: str
     what_to_do: str = ""
+    # The selected resource (group/resource) this finding is about; a failing finding with a
+    # resource stops only that resource, the others still migrate.
+    resource: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class AccessAnswer:
     permission: Permission
     allowed: bool
     reason: str = ""  # the authorizer's reason, when it gives one
+    checked: bool = True  # False: the review itself was refused, so ``allowed`` is no answer
 
 
 def judge_access(answers: Iterable[AccessAnswer], subject: str) -> list[Finding]:
@@ -166,7 +171,7 @@ def exit_code(findings: Sequence[Finding]) -> int:
 
 
 def render_table(findings: Sequence[Finding]) -> str:
-    """Plain columns: CHECK, RESULT, DETAIL, and the step to take under each failure."""
+    """Plain columns: CHECK, RESULT, DETAIL, and the step to take under each warning or failure."""
     width = max((len(f.check) for f in findings), default=5)
     lines = [f"{'CHECK':<{width}}  RESULT  DETAIL"]
     for finding in findings:
@@ -174,5 +179,9 @@ def render_table(findings: Sequence[Finding]) -> str:
         if finding.what_to_do:
             lines.append(f"{'':<{width}}  {'':<6}  what to do: {finding.what_to_do}")
     failed = sum(f.verdict is Verdict.FAIL for f in findings)
-    lines.append(f"{failed} check(s) failed" if failed else "every check passed")
+    warned = sum(f.verdict is Verdict.WARN for f in findings)
+    if failed or warned:
+        lines.append(f"{failed} check(s) failed, {warned} warning(s)")
+    else:
+        lines.append("every check passed")
     return "\n".join(lines)

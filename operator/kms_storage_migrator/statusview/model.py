@@ -50,6 +50,7 @@ _KNOWN_STATUS_FIELDS = frozenset(
         "suspendedPhase",
         "rate",
         "eta",
+        "preflight",
     }
 )
 
@@ -88,6 +89,13 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class PreflightFinding:
+    check: str
+    verdict: str  # ok, warn or fail
+    message: str
+
+
+@dataclass(frozen=True)
 class Condition:
     type: str
     status: str
@@ -117,6 +125,7 @@ class MigrationView:
     suspended_phase: str | None = None  # while Suspended: the phase it resumes in
     rate: str | None = None  # objects/s over the last minute, as shown ("48.7/s")
     eta: str | None = None
+    preflight: list[PreflightFinding] = field(default_factory=list)  # what the Preflight phase found
     # Status fields this view has no place for: shown as they are.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -159,6 +168,14 @@ def read_migration(document: Mapping[str, Any]) -> MigrationView:
         suspended_phase=_text(status.get("suspendedPhase")),
         rate=_rate(status.get("rate")),
         eta=_text(status.get("eta")),
+        preflight=[
+            PreflightFinding(
+                _text(item.get("check")) or "?",
+                _text(item.get("verdict")) or "?",
+                _text(item.get("message")) or "",
+            )
+            for item in _mappings(status.get("preflight"))
+        ],
         extra={
             key: value
             for key, value in status.items()

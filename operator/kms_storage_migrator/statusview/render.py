@@ -36,6 +36,7 @@ CONDITION_ALERTS = {
     ("KeyConverged", "False"): "yellow",
     ("PreviousKeysInUse", "True"): "yellow",
     ("Suspended", "True"): "yellow",
+    ("PreflightPassed", "False"): "red",
 }
 # What a condition means, for the ones whose type alone does not say it.
 CONDITION_MEANINGS = {
@@ -44,7 +45,9 @@ CONDITION_MEANINGS = {
     ("PreviousKeysInUse", "True"): "objects are still stored under an older KMS key",
     ("PreviousKeysInUse", "False"): "only the current key holds selected objects",
     ("Suspended", "True"): "paused by spec.suspend",
+    ("PreflightPassed", "False"): "a check before the first write failed",
 }
+PREFLIGHT_STYLES = {"ok": "green", "warn": "yellow", "fail": "red"}
 RESOURCE_PHASE_STYLES = {"Done": "green", "Failed": "red", "Migrating": "cyan", "Pending": "dim"}
 BAR_WIDTH = 12
 UNBOUNDED = 10_000
@@ -55,7 +58,7 @@ MAX_DROPPED_NAMES = 12
 
 
 def render(view: MigrationView, now: datetime.datetime | None = None) -> RenderableType:
-    """Header, per-resource table, failures, verification and conditions, in that order."""
+    """Header, per-resource table, failures, preflight, verification and conditions, in that order."""
     parts: list[RenderableType] = [_header(view, now)]
     if view.resources:
         parts.append(_ResourceTable(view))
@@ -63,6 +66,8 @@ def render(view: MigrationView, now: datetime.datetime | None = None) -> Rendera
         parts.append(Text("No status yet: is the operator running?", style="yellow"))
     if view.failures or view.failures_total:
         parts.append(_failures(view))
+    if any(finding.verdict != "ok" for finding in view.preflight):
+        parts.append(_preflight(view))
     if view.verification is not None:
         parts.append(_verification(view))
     if view.dropped:
@@ -255,6 +260,18 @@ def _failures(view: MigrationView) -> RenderableType:
     advice = advice_lines((f.reason, f.message, f.resource) for f in view.failures)
     steps = [Text("What to do:", style="bold")] + [Text(f"  {line}") for line in advice]
     return Group(table, *steps)
+
+
+def _preflight(view: MigrationView) -> RenderableType:
+    """The warnings and failures of the checks before the first write (passes are not news)."""
+    shown = [finding for finding in view.preflight if finding.verdict != "ok"]
+    table = Table(title=f"Preflight: {len(shown)} finding(s)", title_justify="left", title_style="bold")
+    for column in ("CHECK", "RESULT", "MESSAGE"):
+        table.add_column(column)
+    for finding in shown:
+        style = PREFLIGHT_STYLES.get(finding.verdict, "")
+        table.add_row(Text(finding.check), Text(finding.verdict.upper(), style=style), Text(finding.message))
+    return table
 
 
 def _verification(view: MigrationView) -> RenderableType:

@@ -1,0 +1,62 @@
+"""The etcd side of preflight: reach and prefix, and the write question asked without writing.
+
+Judged in ``findings.py`` (reach, prefix) and ``etcd_access.py`` (read-only). The write question
+needs a Txn, which the read-only reader does not offer, so it borrows the reader's connection;
+the Txn can never write (see ``etcd_access.py``), and its key is random and never exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import grpc.aio
+from etcd3aio import EtcdError, EtcdPermissionDeniedError
+
+from kms_storage_migrator.errors import UserError
+from kms_storage_migrator.preflight.etcd_access import WriteAnswer, judge_etcd_write, probe_key
+from kms_storage_migrator.preflight.findings import Finding, etcd_unreachable, judge_etcd
+from kms_storage_migrator.storage.etcd import EtcdReader
+from kms_storage_migrator.storage.keys import EtcdRoot
+
+TXN_TIMEOUT_SECONDS = 10.0
+NEVER_STORED = b"x"  # compared with a key that does not exist: etcd always fails that compare
+
+
+async def check_reach(reader: EtcdReader, root: EtcdRoot) -> Finding:
+    try:
+        namespaces = await reader.count(root.location("namespaces"))
+    except UserError as error:
+        return etcd_unreachable(reader.display, str(error))
+    return judge_etcd(reader.display, root.path, namespaces)
+
+
+async def check_read_only(reader: EtcdReader, root: EtcdRoot) -> Finding:
+    answer, error = await ask_write(reader, probe_key(root.path, uuid.uuid4().hex))
+    return judge_etcd_write(reader.display, answer, error)
+
+
+async def ask_write(reader: EtcdReader, key: str) -> tuple[WriteAnswer, str]:
+    """Would etcd let this user Put ``key``? A Txn whose compare fails, so nothing is written."""
+    client = reader._client  # the reader's own connection: the same user and certificate
+    if client is None or client.kv is None:
+        raise RuntimeError("EtcdReader used outside 'async with'")
+    kv = client.kv
+    compare = kv.txn_compare_value(key, NEVER_STORED)
+    put = kv.txn_op_put(key, NEVER_STORED)
+    try:
+        response = await kv.txn([compare], [put], timeout=TXN_TIMEOUT_SECONDS, max_attempts=1)
+    except EtcdPermissionDeniedError:
+        return WriteAnswer.DENIED, ""
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+            return WriteAnswer.DENIED, ""
+        return WriteAnswer.UNKNOWN, f"{error.code().name}: {error.details()}"
+    except (EtcdError, TimeoutError) as error:
+        if "permission denied" in str(error).lower():
+            return WriteAnswer.DENIED, ""
+        return WriteAnswer.UNKNOWN, f"{type(error).__name__}: {error}"
+    if response.succeeded:
+        # Cannot happen for a random key; if it did, say so rather than call it a mere warning.
+        return WriteAnswer.ALLOWED, f"the compare held and {key} was written"
+    return WriteAnswer.ALLOWED, ""

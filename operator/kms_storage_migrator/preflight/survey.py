@@ -1,0 +1,127 @@
+"""Every preflight check, asked of the real cluster: the I/O, in one place, for both callers.
+
+The migration's Preflight phase (``migration/runner.py``) and the ``preflight`` command run the
+same survey; every answer is judged by a pure module (``write_target.py``,
+``resource_access.py``, ``conversion.py``, ``etcd_access.py``, ``findings.py``). Read-only: access
+reviews, /metrics, lists with limit=1, and an etcd Txn that cannot write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
+from kms_storage_migrator.migration.resource_choice import ServedResource
+from kms_storage_migrator.preflight.conversion import (
+    CONVERSION_CHECK,
+    ConversionWebhook,
+    conversion_webhooks,
+    judge_conversion,
+)
+from kms_storage_migrator.preflight.etcd_probe import check_reach, check_read_only
+from kms_storage_migrator.preflight.findings import (
+    Finding,
+    Verdict,
+    judge_encryption,
+    metrics_unreadable,
+)
+from kms_storage_migrator.preflight.resource_access import (
+    SelectedResource,
+    covered_by_wildcard,
+    judge_access_summary,
+    judge_resource_access,
+    judge_wildcard,
+    resource_permissions,
+    wildcard_permissions,
+)
+from kms_storage_migrator.preflight.reviews import Subject, review, who
+from kms_storage_migrator.preflight.write_target import judge_write_target
+from kms_storage_migrator.storage.etcd import EtcdReader
+from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
+from kms_storage_migrator.storage.write_format import WriteFormat
+
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+REVIEW_CONCURRENCY = 8  # access reviews in flight at once: cheap for the apiserver, quick for us
+
+
+class PreflightSurvey:
+    """The checks of one cluster; ``run`` asks them for one migration's selected resources."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        etcd: EtcdReader | None = None,
+        *,
+        root: EtcdRoot = DEFAULT_ROOT,
+        subject: Subject | None = None,
+        caller: str | None = None,
+    ) -> None:
+        self._api = api
+        self._etcd = etcd
+        self._root = root
+        self._subject = subject
+        self._who = caller or who(subject)  # how messages name whoever the reviews are about
+
+    async def run(self, resources: Sequence[ServedResource], reference: WriteFormat | None) -> list[Finding]:
+        """``reference``: our own StorageMigration's stored format, when the caller read it."""
+        findings = [judge_write_target(reference, await self._metrics())]
+        findings += await self.permissions(resources)
+        findings += await self.conversion(resources)
+        if self._etcd is not None:
+            findings.append(await check_reach(self._etcd, self._root))
+            findings.append(await check_read_only(self._etcd, self._root))
+        return findings
+
+    async def _metrics(self) -> Finding:
+        try:
+            return judge_encryption(await self._api.get_text("/metrics"))
+        except (ApiError, TransportError) as error:
+            return metrics_unreadable(str(error))
+
+    async def permissions(self, resources: Sequence[ServedResource]) -> list[Finding]:
+        subject = self._who
+        wildcard = [await review(self._api, p, self._subject) for p in wildcard_permissions()]
+        if covered_by_wildcard(wildcard):
+            return [judge_wildcard(subject)]
+        limit = asyncio.Semaphore(REVIEW_CONCURRENCY)
+
+        async def judge(served: ServedResource) -> Finding | None:
+            selected = SelectedResource(served.group, served.resource)
+            async with limit:
+                answers = [await review(self._api, p, self._subject) for p in resource_permissions(selected)]
+            return judge_resource_access(selected, answers, subject)
+
+        judged = await asyncio.gather(*(judge(served) for served in resources))
+        refused = [f for f in judged if f is not None]
+        failing = sum(f.verdict is Verdict.FAIL for f in refused)
+        return [judge_access_summary(subject, len(resources), failing), *refused]
+
+    async def conversion(self, resources: Sequence[ServedResource]) -> list[Finding]:
+        custom = {r.name: r for r in resources if "." in r.group}  # CRD groups always hold a dot
+        if not custom:
+            return []
+        try:
+            crds = (await self._api.get_json(CRDS)).get("items") or []
+        except ApiError as error:
+            return [
+                Finding(
+                    CONVERSION_CHECK,
+                    Verdict.WARN,
+                    f"cannot list CustomResourceDefinitions: {error}",
+                    "grant list on customresourcedefinitions (the chart's role has it)",
+                )
+            ]
+        hooks = conversion_webhooks(crds, custom)
+        return [await self._try_conversion(hook, custom[hook.name]) for hook in hooks]
+
+    async def _try_conversion(self, hook: ConversionWebhook, served: ServedResource) -> Finding:
+        # The version the walk lists in, and the storage version: either may need the webhook.
+        versions = [served.version, *([hook.storage_version] if hook.storage_version else [])]
+        for version in dict.fromkeys(versions):
+            path = f"/apis/{hook.group}/{version}/{hook.resource}"
+            try:
+                await self._api.list_metadata(path, limit=1, continue_token=None)
+            except ApiError as error:
+                return judge_conversion(hook, versions, f"{error.status} {error.reason}: {error.message}")
+        return judge_conversion(hook, versions, None)
