@@ -6,7 +6,10 @@ starts from a fresh copy, so each faces the same stale objects:
 - ``all-stale``: N objects (Secrets, ConfigMaps and custom resources across 100 namespaces,
   mostly 0.5-8 KiB, a few near 1 MiB) stored in plaintext, then the cluster switched to KMS v2;
 - ``ten-percent``: a tenth of the objects written under one KEK, the KEK rotated, the rest
-  written under the new one: only the first tenth (and the cluster's own early objects) is stale.
+  written under the new one: only the first tenth (and the cluster's own early objects) is stale;
+- ``nothing-stale``: the cluster as our first run on an earlier scenario left it (every object
+  under the current key), or, run alone, N objects written under KMS v2: Targeted against a
+  bare ``scan`` of the same etcd.
 
 Contenders: the ceiling (``benchmarks/ceiling``, a bare client-go sender of the same no-op
 precondition patches from a list made before the clock starts), ours in Full and Targeted mode
@@ -22,6 +25,9 @@ objects has failed.
 
     .venv/bin/python benchmarks/production_scale.py --objects 50000
     .venv/bin/python benchmarks/production_scale.py --objects 200000 --contenders ceiling,ours-full-fast
+
+Without ``--contenders``, each scenario runs the contenders of ``default_contenders``: at
+LARGE_OBJECTS and more, not those whose run at the default qps alone takes N/50 s.
 
 Raw results go to ``benchmarks/results/<timestamp>.json``; ``--chart`` draws a PNG (matplotlib).
 Not a test: it takes tens of minutes and its figures depend on the machine.
@@ -41,6 +47,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -53,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from etcd_truth import Holding, read_holding
 from peak_rss import PeakRss
-from scale_report import Run, draw_chart, scenario_table
+from scale_report import SCAN, Run, draw_chart, scenario_table
 
 from kms_storage_migrator.devcluster.binaries import cache_root
 from kms_storage_migrator.devcluster.cluster import DevCluster
@@ -70,6 +77,10 @@ BENCH_GROUP = "bench.kms-storage-migrator.io"
 LARGE_OBJECT_EVERY = 2000  # one object near 1 MiB in this many
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 APISERVER_SETTLE_SECONDS = 25.0  # see measure()
+SEED_WORKERS = 6  # parallel `kubectl create`: more keeps the apiserver busier than 4 on 2 cores
+# From this many objects on, the default set leaves out what alone takes N/50 s (qps 50).
+LARGE_OBJECTS = 20_000
+NOTHING_STALE = "nothing-stale"
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -105,7 +116,7 @@ def bench_objects(count: int, start: int = 0, seed: int = 7) -> Iterator[dict[st
             }
 
 
-def seed_bench(cluster: DevCluster, count: int, start: int, workers: int = 4) -> None:
+def seed_bench(cluster: DevCluster, count: int, start: int, workers: int = SEED_WORKERS) -> None:
     if start == 0:
         namespaces = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{i:03d}"}}
@@ -156,6 +167,10 @@ def prepare(work: Path, scenario: str, objects: int, mix: int = 0) -> Path:
             seed_bench(base, objects, 0)
             _seed_mix(base, mix)
             base.encrypt()
+        elif scenario == NOTHING_STALE:
+            base.up("kms")
+            seed_bench(base, objects, 0)
+            _seed_mix(base, mix)
         else:
             base.up("kms")
             tenth = objects // 10
@@ -321,19 +336,31 @@ def run_ceiling(
     return float(report["seconds"]), cpu, rss
 
 
-def run_ours(cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path) -> tuple[float, float, float]:
+def run_ours(
+    cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path, *, source: Path | None = None
+) -> tuple[float, float, float]:
+    """One StorageMigration, timed from its creation to Succeeded.
+
+    ``source``: an ``operator/`` directory of another version of the project (``--baseline``),
+    run instead of the installed one, for a before/after on the same snapshot.
+    """
     cluster.kubectl("apply", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/storagemigrations.kms-storage-migrator.io")
     command = [sys.executable, "-m", "kms_storage_migrator", "run", "--kubeconfig", str(cluster.kubeconfig)]
     command += ["--metrics-port", "0"]
     if mode == "Targeted":
         command += ["--etcd-config", str(cluster.etcd_config)]
+    environment = dict(os.environ)
+    if source is not None:
+        environment["PYTHONPATH"] = str(source)  # ahead of the editable install in site-packages
     with log.open("wb") as sink:
-        operator, memory = spawn(command, stdout=sink, stderr=subprocess.STDOUT)
+        operator, memory = spawn(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)
+    # A name of its own: a kept snapshot (nothing-stale) already holds an earlier run's migration.
+    name = f"bench-{time.time_ns()}"
     migration = {
         "apiVersion": "kms-storage-migrator.io/v1alpha1",
         "kind": "StorageMigration",
-        "metadata": {"name": "bench"},
+        "metadata": {"name": name},
         "spec": {"mode": mode, **tuning},
     }
     started = time.perf_counter()
@@ -342,7 +369,7 @@ def run_ours(cluster: DevCluster, mode: str, tuning: dict[str, int], log: Path) 
     def finished() -> bool:
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited ({operator.returncode}); see {log}")
-        phase = cluster.kubectl("get", "storagemigration", "bench", "-o", "jsonpath={.status.phase}")
+        phase = cluster.kubectl("get", "storagemigration", name, "-o", "jsonpath={.status.phase}")
         if phase == "Failed":
             raise SystemExit(f"our migration failed; see {log}")
         return phase == "Succeeded"
@@ -434,8 +461,28 @@ def run_kubectl_replace(cluster: DevCluster, resources: list[tuple[str, str]]) -
     return time.perf_counter() - started, cpu, rss
 
 
+def run_scan(cluster: DevCluster) -> tuple[float, float, float]:
+    """A bare `kms-storage-migrator scan` of every key: what Targeted's etcd reads compare with."""
+    started = time.perf_counter()
+    process, memory = spawn(cluster.scan_command(), stdout=subprocess.DEVNULL)
+    cpu, rss = wait_child(process, memory)
+    if process.returncode != 0:
+        raise SystemExit(f"scan exited with {process.returncode}")
+    return time.perf_counter() - started, cpu, rss
+
+
 FAST = {"qps": 2000, "concurrency": 32, "pageSize": 500}
-CONTENDERS: dict[str, Callable[[DevCluster, list[tuple[str, str]], Path], tuple[float, float, float]]] = {
+BASELINE: Path | None = None  # --baseline: the operator/ directory the *-baseline contenders run
+
+
+def _baseline() -> Path:
+    if BASELINE is None:
+        raise SystemExit("a *-baseline contender needs --baseline DIR (an operator/ directory to compare)")
+    return BASELINE
+
+
+Contender = Callable[[DevCluster, list[tuple[str, str]], Path], tuple[float, float, float]]
+CONTENDERS: dict[str, Contender] = {
     "ceiling": lambda c, r, w: run_ceiling(c, r),
     "ours-full-default": lambda c, r, w: run_ours(c, "Full", {}, w / "ours-full-default.log"),
     "ours-full-fast": lambda c, r, w: run_ours(c, "Full", FAST, w / "ours-full-fast.log"),
@@ -443,7 +490,81 @@ CONTENDERS: dict[str, Callable[[DevCluster, list[tuple[str, str]], Path], tuple[
     "ours-targeted-fast": lambda c, r, w: run_ours(c, "Targeted", FAST, w / "ours-targeted-fast.log"),
     "in-tree-svm": lambda c, r, w: run_in_tree(c, r),
     "kubectl-replace": lambda c, r, w: run_kubectl_replace(c, r),
+    SCAN: lambda c, r, w: run_scan(c),
+    "ours-full-fast-baseline": lambda c, r, w: run_ours(
+        c, "Full", FAST, w / "ours-full-fast-baseline.log", source=_baseline()
+    ),
+    "ours-targeted-fast-baseline": lambda c, r, w: run_ours(
+        c, "Targeted", FAST, w / "ours-targeted-fast-baseline.log", source=_baseline()
+    ),
 }
+# Nothing to rewrite: only what reads etcd compares (a writer of every object has no stale one).
+NOTHING_STALE_CONTENDERS = (
+    SCAN,
+    "ours-targeted-default",
+    "ours-targeted-fast",
+    "ours-targeted-fast-baseline",
+)
+
+
+def default_contenders(scenario: str, objects: int) -> list[str]:
+    """What a scenario runs without --contenders.
+
+    Below LARGE_OBJECTS: every contender. From there on, not the two of ours at the default
+    50 qps (N/50 s each: 17 min apiece at 50k, and they measure the qps setting, not the
+    engine), nor the in-tree migrator (behind kubectl-replace at 10k, 157 against 245 objects/s,
+    and 3 min of controller-manager start-up and informers on top), so that 50k fits 30 min;
+    kubectl-replace stays as the fastest peer. In ten-percent the ceiling and Full write
+    every object, as kubectl does: the goal there is Targeted against the fastest peer.
+    """
+    if scenario == NOTHING_STALE:
+        return (
+            [SCAN, "ours-targeted-fast"] if objects >= LARGE_OBJECTS else list(NOTHING_STALE_CONTENDERS[:3])
+        )
+    every = [c for c in CONTENDERS if c != SCAN and not c.endswith("-baseline")]
+    if objects < LARGE_OBJECTS:
+        return every
+    if scenario == "ten-percent":
+        return ["ours-targeted-fast", "kubectl-replace"]
+    return ["ceiling", "ours-full-fast", "ours-targeted-fast", "kubectl-replace"]
+
+
+def applies(scenario: str, contender: str) -> bool:
+    """The scan is the reference of nothing-stale alone, and only readers of etcd run there."""
+    return contender in NOTHING_STALE_CONTENDERS if scenario == NOTHING_STALE else contender != SCAN
+
+
+class LoadLog:
+    """The 1-minute load average every 10 s, to a file and as the range over each run."""
+
+    def __init__(self, path: Path, every: float = 10.0) -> None:
+        self._path = path
+        self._every = every
+        self._stop = threading.Event()
+        self._low = self._high = os.getloadavg()[0]
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        with self._path.open("a") as sink:
+            while not self._stop.is_set():
+                load = os.getloadavg()[0]
+                self._low, self._high = min(self._low, load), max(self._high, load)
+                stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+                sink.write(f"{stamp} {load:.2f}\n")
+                sink.flush()
+                self._stop.wait(self._every)
+
+    def take_range(self) -> tuple[float, float]:
+        """The lowest and highest load since the last call; starts the next range at now."""
+        now = os.getloadavg()[0]
+        low, high = min(self._low, now), max(self._high, now)
+        self._low = self._high = now
+        return low, high
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def measure(
@@ -454,7 +575,10 @@ def measure(
     objects: int,
     *,
     settle_seconds: float = APISERVER_SETTLE_SECONDS,
+    keep_as: Path | None = None,
+    load: LoadLog | None = None,
 ) -> Run:
+    """One contender on a fresh copy of the snapshot; ``keep_as``: keep the cluster it leaves."""
     cluster = restore(snapshot, work)
     cluster.up("kms", with_controller_manager=contender == "in-tree-svm")
     up_at = time.monotonic()
@@ -470,8 +594,12 @@ def measure(
         seconds, cpu, rss = CONTENDERS[contender](cluster, resources, work)
         spent = Counters.read(cluster).minus(before)
         after_holding = holding(cluster)
+        low, high = load.take_range() if load is not None else (0.0, 0.0)
     finally:
         cluster.down()
+    if keep_as is not None:
+        shutil.rmtree(keep_as, ignore_errors=True)
+        shutil.move(str(cluster.directory), keep_as)
     stale_before = before_holding.stale(current)
     return Run(
         scenario,
@@ -487,17 +615,25 @@ def measure(
         round(spent.apiserver_cpu, 1),
         round(cpu, 1),
         round(rss, 1),
+        round(low, 2),
+        round(high, 2),
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=50_000)
-    parser.add_argument("--scenarios", default="all-stale,ten-percent")
+    # nothing-stale second: it reuses what all-stale's first run of ours leaves, and the
+    # ten-percent goal is the one a run stopped by time can best do without.
+    parser.add_argument("--scenarios", default=f"all-stale,{NOTHING_STALE},ten-percent")
     parser.add_argument(
         "--mix", type=int, default=0, help="also seed this many objects of other kinds (devcluster seed)"
     )
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--contenders",
+        help="comma-separated, repeats allowed (run in that order, on every scenario they apply to); "
+        f"default: see default_contenders(); choose from {', '.join(CONTENDERS)}",
+    )
     parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument(
@@ -508,29 +644,75 @@ def main() -> int:
     )
     parser.add_argument("--chart", type=Path, help="write a PNG chart here (needs matplotlib)")
     parser.add_argument("--profile", type=Path, help="py-spy binary: profile our operator")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="an operator/ directory of another version (e.g. `git archive HEAD~1 operator`): "
+        "what the *-baseline contenders run",
+    )
     args = parser.parse_args()
-    contenders = args.contenders.split(",")
-    unknown = sorted(set(contenders) - set(CONTENDERS))
+    chosen = args.contenders.split(",") if args.contenders else None
+    unknown = sorted(set(chosen or ()) - set(CONTENDERS))
     if unknown:
         parser.error(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    scenarios = args.scenarios.split(",")
+    bad = sorted(set(scenarios) - {"all-stale", "ten-percent", NOTHING_STALE})
+    if bad:
+        parser.error(
+            f"--scenarios: unknown {', '.join(bad)}; choose from all-stale, ten-percent, {NOTHING_STALE}"
+        )
+    if args.baseline is not None and not (args.baseline / "kms_storage_migrator").is_dir():
+        parser.error(
+            f"--baseline {args.baseline}: no kms_storage_migrator package in it (give its operator/ dir)"
+        )
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="ksm-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    global PROFILER  # noqa: PLW0603 (one flag read by run_ours)
-    PROFILER = args.profile
+    global PROFILER, BASELINE  # flags read by run_ours
+    PROFILER, BASELINE = args.profile, args.baseline
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     results = args.results_dir / f"production-scale-{stamp}.json"
+    load = LoadLog(work / "load-average.log")
+    print(f"work directory {work}; load average every 10 s in {work / 'load-average.log'}", flush=True)
     runs: list[Run] = []
-    for scenario in args.scenarios.split(","):
-        started = time.perf_counter()
-        snapshot = prepare(work, scenario, args.objects, args.mix)
-        print(f"{scenario}: prepared in {time.perf_counter() - started:.0f}s", flush=True)
-        for contender in contenders:
-            run = measure(scenario, contender, snapshot, work, args.objects, settle_seconds=args.settle)
-            runs.append(run)
-            print(json.dumps(asdict(run)), flush=True)
-            # Written after every run: a long run stopped half way keeps what it measured.
-            results.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    kept: Path | None = None  # a cluster our first run left with nothing stale
+    try:
+        for index, scenario in enumerate(scenarios):
+            started = time.perf_counter()
+            contenders = [
+                c for c in chosen or default_contenders(scenario, args.objects) if applies(scenario, c)
+            ]
+            if scenario == NOTHING_STALE and kept is not None:
+                snapshot = kept
+            else:
+                snapshot = prepare(work, scenario, args.objects, args.mix)
+            print(f"{scenario}: prepared in {time.perf_counter() - started:.0f}s", flush=True)
+            for contender in contenders:
+                # Our first run on an earlier scenario leaves every object under the current
+                # key: its cluster is nothing-stale's snapshot, which saves seeding N once more.
+                later = scenarios[index + 1 :]
+                keep = NOTHING_STALE in later and kept is None and contender.startswith("ours-")
+                keep_as = work / f"snapshot-{NOTHING_STALE}" if keep else None
+                run = measure(
+                    scenario,
+                    contender,
+                    snapshot,
+                    work,
+                    args.objects,
+                    settle_seconds=args.settle,
+                    keep_as=keep_as,
+                    load=load,
+                )
+                runs.append(run)
+                if keep_as is not None and run.ok:
+                    kept = keep_as
+                print(json.dumps(asdict(run)), flush=True)
+                # Written after every run: a long run stopped half way keeps what it measured.
+                results.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+            if snapshot != kept:
+                shutil.rmtree(snapshot, ignore_errors=True)  # its copies are what the runs used
+    finally:
+        load.stop()
     print(scenario_table(runs))
     print(f"results: {results}")
     if args.chart:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 CEILING = "ceiling"
+# A bare `kms-storage-migrator scan` of the same etcd: the reference of the nothing-stale scenario,
+# where no contender has anything to write and time, not objects/s, is what compares.
+SCAN = "scan"
 # The tools a user would otherwise run: every contender of ours is compared with each of them.
 PEERS = ("in-tree-svm", "kubectl-replace")
 
@@ -37,6 +40,10 @@ class Run:
     apiserver_cpu_seconds: float
     migrator_cpu_seconds: float
     migrator_peak_rss_mb: float
+    # The machine's 1-minute load average over the run (lowest, highest): it is shared, and
+    # its load moves the figures more than most changes do. 0 in results from before it was kept.
+    load_low: float = 0.0
+    load_high: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -49,10 +56,11 @@ class Run:
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Run:
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - document.keys())
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = sorted(required - document.keys())
         if missing:
             raise ValueError(f"a result lacks {', '.join(missing)}: is it a production_scale.py result?")
-        return cls(**{name: document[name] for name in names})
+        return cls(**{name: document[name] for name in names if name in document})
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
@@ -67,6 +75,13 @@ def speed_ratio(run: Run, reference: Run | None) -> float | None:
     if reference is None or not reference.objects_per_second or not reference.ok:
         return None
     return run.objects_per_second / reference.objects_per_second
+
+
+def time_ratio(run: Run, reference: Run | None) -> float | None:
+    """Wall time as a multiple of the reference's (nothing-stale: against the bare scan)."""
+    if reference is None or not reference.seconds:
+        return None
+    return run.seconds / reference.seconds
 
 
 def _ratio_cell(ratio: float | None) -> str:
@@ -86,9 +101,14 @@ def scenario_table(runs: list[Run]) -> str:
             "(etcd read by etcd_truth.py)"
         )
         lines.append("")
+        scan = by_name.get(SCAN)
+        if scan is not None:
+            lines += _time_table(rows, scan)
+            continue
         header = ["contender", "s", "stale obj/s", "x ceiling", *(f"x {p}" for p in peers)]
         header += ["API req / stale obj", "API writes / stale obj", "etcd puts / stale obj"]
-        header += ["apiserver CPU s", "migrator CPU s", "migrator / apiserver CPU", "peak RSS MB", "verdict"]
+        header += ["apiserver CPU s", "migrator CPU s", "migrator / apiserver CPU", "peak RSS MB", "load"]
+        header.append("verdict")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---|" + "---:|" * (len(header) - 2) + "---|")
         for r in rows:
@@ -99,10 +119,29 @@ def scenario_table(runs: list[Run]) -> str:
             cells += [_ratio_cell(speed_ratio(r, by_name[p])) for p in peers]
             cells += [f"{r.per_stale_object(n):.2f}" for n in (r.api_requests, r.api_writes, r.etcd_puts)]
             cells += [f"{r.apiserver_cpu_seconds:.1f}", f"{r.migrator_cpu_seconds:.1f}", f"{cpu_share:.2f}"]
-            cells += [f"{r.migrator_peak_rss_mb:.0f}", verdict]
+            cells += [f"{r.migrator_peak_rss_mb:.0f}", _load_cell(r), verdict]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _time_table(rows: list[Run], scan: Run) -> list[str]:
+    """Nothing to rewrite: each contender's wall time against the bare scan's."""
+    header = ["contender", "s", "x scan time", "API requests", "API writes", "etcd puts"]
+    header += ["apiserver CPU s", "migrator CPU s", "peak RSS MB", "load", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 2) + "---|"]
+    for r in rows:
+        verdict = "0 stale" if r.ok else f"FAILED: {r.stale_after:,} stale"
+        cells = [r.contender, f"{r.seconds:.1f}", _ratio_cell(time_ratio(r, scan))]
+        cells += [f"{n:.0f}" for n in (r.api_requests, r.api_writes, r.etcd_puts)]
+        cells += [f"{r.apiserver_cpu_seconds:.1f}", f"{r.migrator_cpu_seconds:.1f}"]
+        cells += [f"{r.migrator_peak_rss_mb:.0f}", _load_cell(r), verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _load_cell(run: Run) -> str:
+    return f"{run.load_low:.1f}-{run.load_high:.1f}" if run.load_high else ""
 
 
 def draw_chart(runs: list[Run], path: Path, memory_runs: list[Run] | None = None) -> None:
@@ -121,9 +160,13 @@ def draw_chart(runs: list[Run], path: Path, memory_runs: list[Run] | None = None
     figure, axes = pyplot.subplots(1, len(scenarios) + 1, figsize=(5.5 * (len(scenarios) + 1), 4.5))
     for axis, scenario in zip(axes, scenarios, strict=False):
         rows = [r for r in runs if r.scenario == scenario and r.objects == largest]
-        colours = ["tab:grey" if r.contender == CEILING else "tab:blue" for r in rows]
-        axis.barh([r.contender for r in rows], [r.objects_per_second for r in rows], color=colours)
-        axis.set_title(f"{scenario}, {largest:,} objects: stale objects/s")
+        colours = ["tab:grey" if r.contender in (CEILING, SCAN) else "tab:blue" for r in rows]
+        if any(r.contender == SCAN for r in rows):  # nothing to rewrite: time is the figure
+            axis.barh([r.contender for r in rows], [r.seconds for r in rows], color=colours)
+            axis.set_title(f"{scenario}, {largest:,} objects: seconds (less is better)")
+        else:
+            axis.barh([r.contender for r in rows], [r.objects_per_second for r in rows], color=colours)
+            axis.set_title(f"{scenario}, {largest:,} objects: stale objects/s")
         axis.invert_yaxis()
     memory = axes[-1]
     memory_runs = runs if memory_runs is None else memory_runs
