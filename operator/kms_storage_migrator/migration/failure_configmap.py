@@ -99,12 +99,14 @@ class FailureConfigMap:
             return
         where = f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
         code = http_code(failure.reason)
+        # kube.py's reason for a Status without one is already "HTTP403": no need to say it twice.
+        shown_code = f", HTTP {code}" if code is not None and not failure.reason.startswith("HTTP") else ""
         log.warning(
             "not rewritten: %s %s (%s%s); full list in %s",
             failure.resource,
             where,
             failure.reason,
-            f", HTTP {code}" if code is not None else "",
+            shown_code,
             self.where,
         )
 
