@@ -5,6 +5,11 @@ written as *format probes* (the first keys, so the checkpoint starts after them 
 written or counted twice): reading one back says how the apiserver writes that resource now.
 Each resource is read from etcd once here and once by verification; the estimate is a key count
 (no values). Objects found current are counted unchanged, so the totals cover every key.
+
+It never reads objects through the API: names and resourceVersions come from etcd keys and mod
+revisions, and a write's answer (kube.py) holds only the new resourceVersion. So no answer
+carries object metadata, nor Secret data copied into kubectl's last-applied annotation; the
+apiserver's audit log confirms it (tests/integration/test_faults_secrets_audit.py).
 """
 
 from __future__ import annotations
