@@ -118,6 +118,13 @@ def test_refuse_writes_nothing_a_mutating_webhook_intercepts_and_migrates_the_re
     stale = world.etcd.stale(CONFIGMAPS)
     assert set(stale) == MUTATED_KEYS, stale
     assert not changed(before, content_hashes(cluster, kinds="configmaps", namespace_prefix=""))
+    # The first failures are events too, each with its next step.
+    events = json.loads(
+        cluster.kubectl("get", "events", "-A", "--field-selector=reason=ObjectNotRewritten", "-o", "json")
+    )["items"]
+    assert any(WEBHOOK in e["message"] and "what to do: mutating webhook" in e["message"] for e in events), [
+        e["message"] for e in events
+    ]
 
 
 def test_allow_writes_them_and_reports_exactly_the_objects_the_webhook_changed(world: FaultWorld) -> None:

@@ -11,7 +11,7 @@ invisible to a metadata-only answer.
 The configurations are read through the reader before each page (cached for 30 s, read again at
 each new resource), with the transient retry policy: an apiserver away for longer ends in the
 driver's outage wait, like a failed write. A refusal to list them ends a Refuse migration,
-since nothing could be guaranteed; an Allow migration goes on without naming webhooks.
+since nothing could be guaranteed; an Allow migration goes on, watching no write.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class MutationGuard:
                     "let the operator list admissionregistration.k8s.io mutatingwebhookconfigurations "
                     "and namespaces (the chart's ClusterRole does), or set spec.mutatingWebhooks: Allow"
                 ) from error
-            log.warning("cannot list mutating webhooks (HTTP %s): changes are still detected", error.status)
+            # Allow promised no guarantee; without the list no write is watched either.
+            log.warning("cannot list mutating webhooks (HTTP %s): writes are not watched", error.status)
             webhooks, namespaces = [], {}
         if resource != self._resource:
             self._announce(resource, webhooks)
