@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kms_storage_migrator.migration.plan import PreflightPolicy
+from kms_storage_migrator.admission.webhooks import MatchPolicy, Webhook, WebhookKind
+from kms_storage_migrator.migration.plan import MutatingWebhookPolicy, PreflightPolicy
 from kms_storage_migrator.migration.preflight_gate import (
     MAX_PREFLIGHT_NOTES,
     decide_preflight,
@@ -20,6 +21,7 @@ from kms_storage_migrator.preflight.resource_access import (
     resource_permissions,
     wildcard_permissions,
 )
+from kms_storage_migrator.preflight.webhook_findings import Address, Reachability, address_of, judge_webhook
 from kms_storage_migrator.preflight.write_target import WRITE_TARGET_CHECK, judge_write_target
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 from kms_storage_migrator.storage.write_format import WriteFormat
@@ -46,8 +48,11 @@ def test_plaintext_and_no_kms_provider_fails_saying_why_and_what_to_do() -> None
         assert finding.verdict is Verdict.FAIL, reference
         assert finding.check == WRITE_TARGET_CHECK
         assert "nothing to migrate to" in finding.detail
-        assert "kms (apiVersion v2) provider first" in finding.what_to_do
+        assert "kms v2 provider first" in finding.what_to_do
         assert not finding.resource  # the whole migration stops
+        # All of it, advice included, fits in status.message (300 characters).
+        message = decide_preflight([finding], PreflightPolicy.WARN, 1).message
+        assert len(message) <= 300, message
 
 
 def test_a_plaintext_cr_beside_a_kms_provider_passes_since_only_some_resources_may_be_encrypted() -> None:
@@ -214,3 +219,64 @@ def test_the_status_list_is_bounded_worst_first_and_says_what_was_left_out() -> 
     assert "13 more not listed (13 ok)" in listed[-1].message
     assert listed[0].message == "write format: nothing to migrate to; what to do: configure KMS"
     assert all(len(n.message) <= 300 for n in notes([Finding("x", Verdict.WARN, "y" * 1000)]))
+
+
+# ---- admission webhooks ---------------------------------------------------------------------
+
+
+def _webhook(kind: WebhookKind, endpoint: str, failure_policy: str = "Fail") -> Webhook:
+    return Webhook(
+        kind=kind,
+        configuration="guard",
+        name="guard.example.com",
+        failure_policy=failure_policy,
+        endpoint=endpoint,
+        rules=(),
+        match_policy=MatchPolicy.EQUIVALENT,
+        namespace_selector=None,
+        object_selector=None,
+        match_conditions=0,
+    )
+
+
+def test_webhook_addresses_from_a_url_or_a_service() -> None:
+    assert address_of("https://10.0.0.5:8443/validate") == Address("10.0.0.5", 8443)
+    assert address_of("https://hooks.example.com/x") == Address("hooks.example.com", 443)
+    assert address_of("service web/guard:9443/mutate") == Address("guard.web.svc", 9443)
+    assert address_of("?") is None
+
+
+def test_a_mutating_webhook_warns_that_refuse_skips_its_objects_and_a_dead_one_says_so() -> None:
+    down = Reachability(False, "does not answer (ConnectionRefusedError)")
+    names = [f"core/r{i}" for i in range(6)]
+    finding = judge_webhook(
+        _webhook(WebhookKind.MUTATING, "https://127.0.0.1:1/m"),
+        names,
+        True,
+        down,
+        MutatingWebhookPolicy.REFUSE,
+    )
+    assert finding.verdict is Verdict.WARN
+    assert "mutating webhook guard.example.com (guard, failurePolicy Fail" in finding.detail
+    assert "does not answer" in finding.detail
+    assert "core/r0, core/r1, core/r2, core/r3 and 2 more" in finding.detail
+    assert "not written (spec.mutatingWebhooks Refuse)" in finding.what_to_do
+    assert finding.what_to_do.startswith("its server does not answer and failurePolicy is Fail")
+    allowed = judge_webhook(
+        _webhook(WebhookKind.MUTATING, "https://h/m", "Ignore"),
+        ["core/configmaps"],
+        False,
+        Reachability(True, "answers"),
+        MutatingWebhookPolicy.ALLOW,
+    )
+    assert "may intercept" in allowed.detail
+    assert "MutatedByWebhook" in allowed.what_to_do
+    validating = judge_webhook(
+        _webhook(WebhookKind.VALIDATING, "https://h/v"),
+        ["core/secrets"],
+        True,
+        Reachability(True, "answers"),
+        MutatingWebhookPolicy.REFUSE,
+    )
+    assert validating.detail.startswith("validating webhook")
+    assert "objects it denies fail" in validating.what_to_do

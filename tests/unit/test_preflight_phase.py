@@ -39,7 +39,9 @@ class ScriptedChecks:
         self.asked: list[list[str]] = []
         self.references: list[WriteFormat | None] = []
 
-    async def run(self, resources: Sequence[ServedResource], reference: WriteFormat | None) -> list[Finding]:
+    async def run(
+        self, resources: Sequence[ServedResource], reference: WriteFormat | None, mutating_webhooks: object
+    ) -> list[Finding]:
         self.asked.append([r.name for r in resources])
         self.references.append(reference)
         return self.findings

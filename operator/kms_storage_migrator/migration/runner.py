@@ -40,7 +40,14 @@ from kms_storage_migrator.migration.key_gate import (
 )
 from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
-from kms_storage_migrator.migration.plan import MigrationSpec, Mode, PinnedMode, PlanError, pin_mode
+from kms_storage_migrator.migration.plan import (
+    MigrationSpec,
+    Mode,
+    MutatingWebhookPolicy,
+    PinnedMode,
+    PlanError,
+    pin_mode,
+)
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
 from kms_storage_migrator.migration.preflight_gate import PREFLIGHT_PASSED, decide_preflight, notes
 from kms_storage_migrator.migration.progress import (
@@ -92,7 +99,10 @@ class PreflightChecks(Protocol):
     """What could stop the migration, asked before any write (``preflight.survey``)."""
 
     async def run(
-        self, resources: Sequence[ServedResource], reference: WriteFormat | None
+        self,
+        resources: Sequence[ServedResource],
+        reference: WriteFormat | None,
+        mutating_webhooks: MutatingWebhookPolicy,
     ) -> list[Finding]: ...
 
 
@@ -274,7 +284,9 @@ class MigrationRunner:
         await self._enter(
             Phase.PREFLIGHT, f"checking what could stop the migration of {len(self._served)} resource types"
         )
-        findings = await self._preflight.run(list(self._served.values()), self._learner.reference)
+        findings = await self._preflight.run(
+            list(self._served.values()), self._learner.reference, self._spec.mutating_webhooks
+        )
         outcome = decide_preflight(findings, self._spec.preflight, len(self._served))
         self.progress.preflight = notes(findings)
         self._set_condition(PREFLIGHT_PASSED, outcome.passed, outcome.reason, outcome.message)

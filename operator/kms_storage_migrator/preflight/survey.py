@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from kms_storage_migrator.admission.reader import intercepting_webhooks
+from kms_storage_migrator.admission.webhooks import Webhook
 from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
+from kms_storage_migrator.migration.plan import MutatingWebhookPolicy
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.preflight.conversion import (
     CONVERSION_CHECK,
@@ -36,6 +39,13 @@ from kms_storage_migrator.preflight.resource_access import (
     wildcard_permissions,
 )
 from kms_storage_migrator.preflight.reviews import Subject, review, who
+from kms_storage_migrator.preflight.webhook_findings import (
+    WEBHOOK_CHECK,
+    Address,
+    Reachability,
+    address_of,
+    judge_webhook,
+)
 from kms_storage_migrator.preflight.write_target import judge_write_target
 from kms_storage_migrator.storage.etcd import EtcdReader
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
@@ -43,6 +53,7 @@ from kms_storage_migrator.storage.write_format import WriteFormat
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 REVIEW_CONCURRENCY = 8  # access reviews in flight at once: cheap for the apiserver, quick for us
+CONNECT_TIMEOUT_SECONDS = 3.0  # a webhook server that takes longer to accept is as good as away
 
 
 class PreflightSurvey:
@@ -63,10 +74,16 @@ class PreflightSurvey:
         self._subject = subject
         self._who = caller or who(subject)  # how messages name whoever the reviews are about
 
-    async def run(self, resources: Sequence[ServedResource], reference: WriteFormat | None) -> list[Finding]:
+    async def run(
+        self,
+        resources: Sequence[ServedResource],
+        reference: WriteFormat | None,
+        mutating_webhooks: MutatingWebhookPolicy = MutatingWebhookPolicy.REFUSE,
+    ) -> list[Finding]:
         """``reference``: our own StorageMigration's stored format, when the caller read it."""
         findings = [judge_write_target(reference, await self._metrics())]
         findings += await self.permissions(resources)
+        findings += await self.webhooks(resources, mutating_webhooks)
         findings += await self.conversion(resources)
         if self._etcd is not None:
             findings.append(await check_reach(self._etcd, self._root))
@@ -125,3 +142,48 @@ class PreflightSurvey:
             except ApiError as error:
                 return judge_conversion(hook, versions, f"{error.status} {error.reason}: {error.message}")
         return judge_conversion(hook, versions, None)
+
+    async def webhooks(
+        self, resources: Sequence[ServedResource], policy: MutatingWebhookPolicy
+    ) -> list[Finding]:
+        """One warning per admission webhook that intercepts (or may) our writes of a resource."""
+        try:
+            found = await intercepting_webhooks(self._api, resources)
+        except ApiError as error:
+            return [
+                Finding(
+                    WEBHOOK_CHECK,
+                    Verdict.WARN,
+                    f"cannot list admission webhook configurations: {error}",
+                    "grant list on mutatingwebhookconfigurations and validatingwebhookconfigurations",
+                )
+            ]
+        intercepted: dict[Webhook, list[str]] = {}
+        certain: dict[Webhook, bool] = {}
+        for entry in found:
+            for each in entry.interceptions:
+                intercepted.setdefault(each.webhook, []).append(entry.resource.name)
+                certain[each.webhook] = certain.get(each.webhook, False) or each.certain
+        reach: dict[Address | None, Reachability] = {}
+        findings = []
+        for webhook, names in intercepted.items():
+            address = address_of(webhook.endpoint)
+            if address not in reach:
+                reach[address] = await _connect(address)
+            findings.append(judge_webhook(webhook, names, certain[webhook], reach[address], policy))
+        return findings
+
+
+async def _connect(address: Address | None) -> Reachability:
+    """A TCP connect is enough: whether something accepts where the apiserver will call."""
+    if address is None:
+        return Reachability(None, "address not understood, not tried")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(address.host, address.port), CONNECT_TIMEOUT_SECONDS
+        )
+    except (OSError, TimeoutError) as error:
+        return Reachability(False, f"does not answer ({type(error).__name__}: {error})")
+    writer.close()
+    await writer.wait_closed()
+    return Reachability(True, "answers")

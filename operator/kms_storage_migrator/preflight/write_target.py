@@ -18,9 +18,10 @@ from kms_storage_migrator.storage.formats import FormatKind
 from kms_storage_migrator.storage.write_format import WriteFormat
 
 WRITE_TARGET_CHECK = "write format"
+# Short on purpose: status.message keeps 300 characters, and this advice must fit in it.
 CONFIGURE_KMS = (
-    "put a kms (apiVersion v2) provider first in --encryption-provider-config on every apiserver, "
-    "restart them, then create the StorageMigration again"
+    "put a kms v2 provider first in each apiserver's --encryption-provider-config, restart them, "
+    "create a new StorageMigration"
 )
 
 
@@ -51,9 +52,8 @@ def judge_write_target(reference: WriteFormat | None, metrics: Finding | None) -
         return Finding(
             WRITE_TARGET_CHECK,
             Verdict.FAIL,
-            "nothing to migrate to: the apiserver writes plaintext (this StorageMigration is stored "
-            "unencrypted in etcd) and no KMS v2 provider reports a key in /metrics; the migration "
-            "would rewrite plaintext into plaintext",
+            "nothing to migrate to: no KMS v2 provider in /metrics and this StorageMigration is "
+            "stored in plaintext",
             CONFIGURE_KMS,
         )
     if metrics is None:
@@ -71,7 +71,8 @@ def judge_write_target(reference: WriteFormat | None, metrics: Finding | None) -
     return Finding(
         WRITE_TARGET_CHECK,
         Verdict.FAIL,
-        f"nothing to migrate to: {metrics.detail}",
+        "nothing to migrate to: no KMS v2 provider reports a key in /metrics, so the apiserver "
+        "writes without KMS v2",
         CONFIGURE_KMS,
     )
 
