@@ -34,6 +34,8 @@ CONFIGMAPS = ServedResource("", "v1", "configmaps", "ConfigMap", True, frozenset
 SECRETS = ServedResource("", "v1", "secrets", "Secret", True, frozenset({"list", "patch"}))
 MUTATING = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 VALIDATING = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+POLICIES = "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicies"
+BINDINGS = "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicybindings"
 STAMP = "stamp.example.com"
 
 
@@ -56,7 +58,12 @@ class WebhookApi:
     mutating webhook added a label (``stamped``), or as a plain no-op write."""
 
     def __init__(self, configurations: list[dict[str, Any]], *, stamped: bool = False) -> None:
-        self.configurations = {MUTATING: configurations, VALIDATING: []}
+        self.configurations: dict[str, list[dict[str, Any]]] = {
+            MUTATING: configurations,
+            VALIDATING: [],
+            POLICIES: [],
+            BINDINGS: [],
+        }
         self.namespaces = {"mutated": {"kubernetes.io/metadata.name": "mutated"}, "plain": {}}
         self.stamped = stamped
         self.patched: list[str] = []
@@ -68,6 +75,8 @@ class WebhookApi:
         self.reads.append(path)
         if self.failures:
             raise self.failures.pop(0)
+        if path not in self.configurations:
+            raise ApiError(404, "NotFound", "")
         return {"items": self.configurations[path]}
 
     async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]:
@@ -342,3 +351,52 @@ def test_mutations_name_keys_never_values_and_ignore_a_table_answer() -> None:
     assert mutations(unchanged, same) == []
     # A Table answer has only a resourceVersion: no clause, not "every label removed".
     assert mutations(listed, {"kind": "Table", "metadata": {"resourceVersion": "5"}}) == []
+
+
+def _policy(name: str, **constraints: Any) -> dict[str, Any]:
+    rules = [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["configmaps"]}
+    ]
+    return {
+        "metadata": {"name": name},
+        "spec": {"matchConstraints": {"resourceRules": rules, **constraints}, "mutations": []},
+    }
+
+
+def _binding(policy: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": f"{policy}-binding"}, "spec": {"policyName": policy, **spec}}
+
+
+async def test_a_bound_mutating_admission_policy_is_refused_like_a_webhook_an_unbound_one_is_not() -> None:
+    api = WebhookApi([])
+    api.configurations[POLICIES] = [
+        _policy("add-owner"),
+        _policy("never-bound"),
+        _policy(
+            "not-here",
+            excludeResourceRules=[{**_policy("x")["spec"]["matchConstraints"]["resourceRules"][0]}],
+        ),
+        _policy("narrowed"),
+    ]
+    api.configurations[BINDINGS] = [
+        _binding("add-owner"),
+        _binding("not-here"),
+        _binding("narrowed", matchResources={"namespaceSelector": {"matchLabels": {"team": "b"}}}),
+    ]
+    guard = MutationGuard(api, MutatingWebhookPolicy.REFUSE, sleep=_no_sleep)
+    await guard.prepare(CONFIGMAPS)
+    found = {i.webhook.name: i for i in guard.intercepting(CONFIGMAPS, "plain", {})}
+    assert set(found) == {"add-owner", "narrowed"}  # unbound, and excluded, policies do nothing
+    assert found["add-owner"].certain
+    assert "bindings' matchResources are not evaluated" in found["narrowed"].describe()
+    refusal = guard.refusal(CONFIGMAPS, "plain", {})
+    assert refusal is not None
+    assert "mutating admission policy add-owner (MutatingAdmissionPolicy)" in refusal
+
+
+async def test_an_apiserver_that_serves_no_mutating_admission_policies_has_none() -> None:
+    api = WebhookApi([_stamp_configuration()])
+    del api.configurations[POLICIES]  # answered 404, as by an apiserver without the API
+    guard = MutationGuard(api, MutatingWebhookPolicy.REFUSE, sleep=_no_sleep)
+    await guard.prepare(CONFIGMAPS)
+    assert [i.webhook.name for i in guard.intercepting(CONFIGMAPS, "mutated", {})] == [STAMP]

@@ -73,6 +73,12 @@ from kms_storage_migrator.migration.guidance import FALLBACK, what_to_do
             ],
         ),
         (
+            "MutatingWebhook",
+            "mutating admission policy add-owner (MutatingAdmissionPolicy) intercepts the write: not written",
+            "core/configmaps",
+            ["mutating admission policy add-owner", "make the admission policy skip"],
+        ),
+        (
             "MutatedByWebhook",
             "changed on the no-op write by mutating webhook stamp.example.com: label x added",
             "core/configmaps",

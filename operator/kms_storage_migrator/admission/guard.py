@@ -58,7 +58,7 @@ class MutationGuard:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.policy = policy
-        self._reader = reader or WebhookReader(api, kinds=(WebhookKind.MUTATING,))
+        self._reader = reader or WebhookReader(api, kinds=(WebhookKind.MUTATING, WebhookKind.MUTATING_POLICY))
         self._attempts = attempts
         self._sleep = sleep
         self._resource: Resource | None = None

@@ -144,7 +144,11 @@ def interception(
         return None
     if not any(rule_matches(rule, resource, webhook.match_policy) for rule in webhook.rules):
         return None
-    checks: list[bool | str] = []
+    # An exclusion counts only when certain: Exact, whatever the policy says (an Equivalent
+    # match here may name a version the apiserver does not serve).
+    if any(rule_matches(rule, resource, MatchPolicy.EXACT) for rule in webhook.exclude_rules):
+        return None
+    checks: list[bool | str] = [*webhook.doubts]
     if resource.group == "" and resource.resource == "namespaces":
         checks.append(_selected(webhook.namespace_selector, object_labels, "namespaceSelector"))
     elif resource.namespaced:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from kms_storage_migrator.admission.matching import Interception, Resource, interceptions
-from kms_storage_migrator.admission.webhooks import Webhook, WebhookKind, webhooks_in
+from kms_storage_migrator.admission.webhooks import Webhook, WebhookKind, bound_policies, webhooks_in
+from kms_storage_migrator.kube import ApiError
 from kms_storage_migrator.migration.ports import ReadPort
 
 REFRESH_SECONDS = 30.0
 NAMESPACES_PATH = "/api/v1/namespaces"
 NAMESPACE_PAGE = 500
+POLICY_BINDINGS_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicybindings"
 
 
 class WebhookReader:
@@ -55,12 +57,27 @@ class WebhookReader:
         if self._stale():
             found: list[Webhook] = []
             for kind in self._kinds:
+                if kind is WebhookKind.MUTATING_POLICY:
+                    found.extend(await self._policies())
+                    continue
                 listing = await self._api.get_json(kind.list_path)
                 found.extend(webhooks_in(_items(listing), kind))
             self._webhooks, self._namespaces = found, None
             self._read_at = self._clock()
             self.reads += 1
         return list(self._webhooks or [])
+
+    async def _policies(self) -> list[Webhook]:
+        try:
+            policies = _items(await self._api.get_json(WebhookKind.MUTATING_POLICY.list_path))
+            if not policies:
+                return []
+            bindings = _items(await self._api.get_json(POLICY_BINDINGS_PATH))
+        except ApiError as error:
+            if error.status == 404:
+                return []  # admissionregistration.k8s.io/v1 serves no such policies here
+            raise
+        return bound_policies(policies, bindings)
 
     async def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         """Every namespace's labels, listed with the configurations they are judged against."""

@@ -3,6 +3,11 @@
 One configuration holds several webhooks; each is judged on its own (its rules, selectors and
 matchConditions). Only names, rules, selectors and where the webhook is served are kept: the
 caBundle and anything else are dropped at parse.
+
+A MutatingAdmissionPolicy (CEL mutations run inside the apiserver) changes objects just like a
+webhook, so one that a binding puts to work is read into the same shape: its matchConstraints
+are the rules, its excludeResourceRules exclude. Narrowing by a binding's matchResources is not
+evaluated (it can only make the policy apply to fewer objects), which the match says.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from kms_storage_migrator.admission.selectors import LabelSelector, SelectorErro
 class WebhookKind(StrEnum):
     MUTATING = "MutatingWebhookConfiguration"
     VALIDATING = "ValidatingWebhookConfiguration"
+    MUTATING_POLICY = "MutatingAdmissionPolicy"
 
     @property
     def plural(self) -> str:
-        return self.value.lower() + "s"
+        return (
+            "mutatingadmissionpolicies" if self is WebhookKind.MUTATING_POLICY else self.value.lower() + "s"
+        )
 
     @property
     def list_path(self) -> str:
@@ -57,9 +65,13 @@ class Webhook:
     namespace_selector: LabelSelector | None
     object_selector: LabelSelector | None
     match_conditions: int  # CEL expressions, which the operator cannot evaluate
+    exclude_rules: tuple[Rule, ...] = ()  # a policy's excludeResourceRules
+    doubts: tuple[str, ...] = ()  # what about it the operator does not evaluate, whatever the object
 
     def describe(self) -> str:
         """'mutating webhook <name> (MutatingWebhookConfiguration <configuration>)'."""
+        if self.kind is WebhookKind.MUTATING_POLICY:
+            return f"mutating admission policy {self.name} ({self.kind.value})"
         word = "mutating" if self.kind is WebhookKind.MUTATING else "validating"
         return f"{word} webhook {self.name} ({self.kind.value} {self.configuration})"
 
@@ -93,6 +105,57 @@ def webhooks_of(configuration: Mapping[str, Any], kind: WebhookKind) -> list[Web
 
 def webhooks_in(items: Iterable[Mapping[str, Any]], kind: WebhookKind) -> list[Webhook]:
     return [webhook for item in items for webhook in webhooks_of(item, kind)]
+
+
+def bound_policies(
+    policies: Iterable[Mapping[str, Any]], bindings: Iterable[Mapping[str, Any]]
+) -> list[Webhook]:
+    """The MutatingAdmissionPolicies that some binding puts to work (an unbound one does nothing)."""
+    narrowed: dict[str, bool] = {}
+    for binding in bindings:
+        spec = binding.get("spec") or {}
+        if isinstance(spec, Mapping) and spec.get("policyName"):
+            name = str(spec["policyName"])
+            # A binding without matchResources applies the policy wherever its constraints do.
+            narrowed[name] = narrowed.get(name, True) and bool(spec.get("matchResources"))
+    found = []
+    for policy in policies:
+        name = str((policy.get("metadata") or {}).get("name") or "")
+        spec = policy.get("spec") or {}
+        if name not in narrowed or not isinstance(spec, Mapping):
+            continue
+        constraints = spec.get("matchConstraints") or {}
+        if not isinstance(constraints, Mapping):
+            constraints = {}
+        field = f"MutatingAdmissionPolicy {name} spec.matchConstraints"
+        found.append(
+            Webhook(
+                kind=WebhookKind.MUTATING_POLICY,
+                configuration=name,
+                name=name,
+                failure_policy=str(spec.get("failurePolicy") or "Fail"),
+                endpoint="in the apiserver (CEL)",
+                rules=tuple(
+                    _rule(r) for r in constraints.get("resourceRules") or [] if isinstance(r, Mapping)
+                ),
+                match_policy=(
+                    MatchPolicy.EXACT if constraints.get("matchPolicy") == "Exact" else MatchPolicy.EQUIVALENT
+                ),
+                namespace_selector=_selector(
+                    constraints.get("namespaceSelector"), f"{field}.namespaceSelector"
+                ),
+                object_selector=_selector(constraints.get("objectSelector"), f"{field}.objectSelector"),
+                match_conditions=len(spec.get("matchConditions") or []),
+                # An exclusion by name is not applied: it would need the object's name here.
+                exclude_rules=tuple(
+                    _rule(r)
+                    for r in constraints.get("excludeResourceRules") or []
+                    if isinstance(r, Mapping) and not r.get("resourceNames")
+                ),
+                doubts=("its bindings' matchResources are not evaluated",) if narrowed[name] else (),
+            )
+        )
+    return found
 
 
 def _strings(values: object) -> frozenset[str]:

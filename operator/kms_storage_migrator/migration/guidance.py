@@ -19,7 +19,7 @@ _WEBHOOK_DENIED = re.compile(r"denied by admission webhook (\S+)")
 _WEBHOOK_UNREACHABLE = re.compile(r"admission webhook (\S+) could not be called")
 _POLICY_DENIED = re.compile(r"denied by ValidatingAdmissionPolicy (\S+)")
 # The mutation guard's failures (admission/guard.py, page_writer.py) name the webhook this way.
-_MUTATING_WEBHOOK = re.compile(r"mutating webhook ([^\s,:(]+)(?=[,:]| \()")
+_MUTATING_WEBHOOK = re.compile(r"mutating (?:webhook|admission policy) ([^\s,:(]+)(?=[,:]| \()")
 MUTATION_REASONS = frozenset({"MutatingWebhook", "MutatedByWebhook"})
 # Answers that mean "the apiserver was busy or unreachable" until maxAttemptsPerObject ran out.
 TRANSIENT_REASONS = frozenset(
@@ -57,9 +57,10 @@ def _mutating_webhook_advice(failure: FailureContext) -> str:
             "the operator's no-op write: check the fields named and put them back if wrong; then make "
             "the webhook leave unchanged objects unchanged, or skip the operator's writes"
         )
+    what = "admission policy" if "mutating admission policy" in failure.message else "webhook"
     return (
-        f"mutating webhook {webhook} could change the object on the operator's no-op write, so it was "
-        "not written: make the webhook skip the operator's writes with a namespaceSelector or "
+        f"mutating {what} {webhook} could change the object on the operator's no-op write, so it was "
+        f"not written: make the {what} skip the operator's writes with a namespaceSelector or "
         "objectSelector (the operator checks those), or with a matchCondition on "
         "request.userInfo.username plus spec.mutatingWebhooks: Allow (CEL is not checked); or set "
         "spec.mutatingWebhooks: Allow in a new migration once sure it leaves unchanged objects unchanged"
