@@ -38,10 +38,17 @@ class ScriptedChecks:
         self.findings = list(findings)
         self.asked: list[list[str]] = []
         self.references: list[WriteFormat | None] = []
+        self.exposure: list[bool] = []
 
     async def run(
-        self, resources: Sequence[ServedResource], reference: WriteFormat | None, mutating_webhooks: object
+        self,
+        resources: Sequence[ServedResource],
+        reference: WriteFormat | None,
+        mutating_webhooks: object,
+        *,
+        secrets_exposure: bool,
     ) -> list[Finding]:
+        self.exposure.append(secrets_exposure)
         self.asked.append([r.name for r in resources])
         self.references.append(reference)
         return self.findings
@@ -83,6 +90,8 @@ async def test_a_failing_check_ends_the_migration_failed_before_any_write(mode: 
     }
     assert ("Preflight", 0) in sink.seen
     assert checks.asked == [["core/secrets"]]
+    # Only Full lists Secrets anyway: Targeted must not list them for the exposure check.
+    assert checks.exposure == [mode == "Full"]
     # The check was given our own CR's stored format, read from etcd at discovery.
     assert checks.references[0] is not None
     assert any(reason == "PreflightFailed" for _, reason, _ in sink.events)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from kms_storage_migrator.admission.guard import MutationGuard
 from kms_storage_migrator.convergence.gate import Converged, GateResult
 from kms_storage_migrator.kube import KubeApi
 from kms_storage_migrator.migration.boundary import (
@@ -103,6 +104,8 @@ class PreflightChecks(Protocol):
         resources: Sequence[ServedResource],
         reference: WriteFormat | None,
         mutating_webhooks: MutatingWebhookPolicy,
+        *,
+        secrets_exposure: bool,
     ) -> list[Finding]: ...
 
 
@@ -173,6 +176,8 @@ class MigrationRunner:
             concurrency=spec.concurrency,
             root=etcd_prefix,
             should_stop=should_stop,
+            # spec.mutatingWebhooks: what a mutating webhook that intercepts a write means for it.
+            admission=MutationGuard(api, spec.mutating_webhooks),
         )
         self._full = FullWalk(api, limiter, watcher, progress, page_size=spec.page_size)
         self._targeted = (
@@ -285,7 +290,11 @@ class MigrationRunner:
             Phase.PREFLIGHT, f"checking what could stop the migration of {len(self._served)} resource types"
         )
         findings = await self._preflight.run(
-            list(self._served.values()), self._learner.reference, self._spec.mutating_webhooks
+            list(self._served.values()),
+            self._learner.reference,
+            self._spec.mutating_webhooks,
+            # Full lists Secret metadata anyway; Targeted never does, and must not start here.
+            secrets_exposure=self._mode is Mode.FULL,
         )
         outcome = decide_preflight(findings, self._spec.preflight, len(self._served))
         self.progress.preflight = notes(findings)

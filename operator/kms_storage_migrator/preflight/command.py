@@ -123,5 +123,5 @@ async def _check(
         caller = "you" if subject is None else None
         survey = PreflightSurvey(api, reader, root=root, subject=subject, caller=caller)
         # No StorageMigration to read back here: the write format is judged from /metrics.
-        findings += await survey.run(chosen, None)
+        findings += await survey.run(chosen, None, secrets_exposure=True)
     return findings

@@ -23,6 +23,7 @@ from kms_storage_migrator.preflight.conversion import (
     judge_conversion,
 )
 from kms_storage_migrator.preflight.etcd_probe import check_reach, check_read_only
+from kms_storage_migrator.preflight.exposure import exposed_secrets, judge_exposure
 from kms_storage_migrator.preflight.findings import (
     Finding,
     Verdict,
@@ -52,6 +53,7 @@ from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
 from kms_storage_migrator.storage.write_format import WriteFormat
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+SECRETS = "core/secrets"
 REVIEW_CONCURRENCY = 8  # access reviews in flight at once: cheap for the apiserver, quick for us
 CONNECT_TIMEOUT_SECONDS = 3.0  # a webhook server that takes longer to accept is as good as away
 
@@ -79,12 +81,20 @@ class PreflightSurvey:
         resources: Sequence[ServedResource],
         reference: WriteFormat | None,
         mutating_webhooks: MutatingWebhookPolicy = MutatingWebhookPolicy.REFUSE,
+        *,
+        secrets_exposure: bool = False,
     ) -> list[Finding]:
-        """``reference``: our own StorageMigration's stored format, when the caller read it."""
+        """``reference``: our own StorageMigration's stored format, when the caller read it.
+
+        ``secrets_exposure`` lists Secret metadata to find kubectl's last-applied copies of their
+        data: only for callers that list Secrets anyway (a Full run, the command), never Targeted.
+        """
         findings = [judge_write_target(reference, await self._metrics())]
         findings += await self.permissions(resources)
         findings += await self.webhooks(resources, mutating_webhooks)
         findings += await self.conversion(resources)
+        if secrets_exposure and any(r.name == SECRETS for r in resources):
+            findings.append(judge_exposure(await exposed_secrets(self._api)))
         if self._etcd is not None:
             findings.append(await check_reach(self._etcd, self._root))
             findings.append(await check_read_only(self._etcd, self._root))
