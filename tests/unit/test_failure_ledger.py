@@ -1,10 +1,13 @@
-"""The full failure list: bounded in bytes, each object once, names only, readable back."""
+"""The full failure list: bounded in bytes, each object once, names only, readable back, and
+written to its ConfigMap at a bounded pace."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from kms_storage_migrator.migration.failure_configmap import SUFFIX, list_name
+from kms_storage_migrator.kube import ApiError
+from kms_storage_migrator.migration.failure_configmap import SUFFIX, FailureConfigMap, list_name
 from kms_storage_migrator.migration.failure_ledger import (
     LIST_KEY,
     TRUNCATED_KEY,
@@ -108,3 +111,81 @@ def test_the_list_is_named_after_its_migration_and_always_a_valid_name() -> None
     assert ".-" not in name
     assert name[0].isalnum()
     assert list_name(long) != list_name("a." * 126 + "c")
+
+
+class RecordingApi:
+    """What the ConfigMap writer sends, and an apiserver that holds at most one ConfigMap."""
+
+    def __init__(self, existing: dict[str, Any] | None = None) -> None:
+        self.existing = existing
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        if self.existing is None:
+            raise ApiError(404, "NotFound", "configmaps not found")
+        return self.existing
+
+    async def request(self, method: str, path: str, *, body: dict[str, Any]) -> None:
+        self.sent.append((method, body))
+
+    async def patch(self, path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        self.sent.append(("PATCH", body))
+        return {}
+
+
+def writer(api: RecordingApi, clock: list[float], uid: str = "uid-1") -> FailureConfigMap:
+    return FailureConfigMap(
+        api,  # type: ignore[arg-type]
+        migration="m",
+        uid=uid,
+        namespace="ops",
+        api_version="kms-storage-migrator.io/v1alpha1",
+        kind="StorageMigration",
+        interval=10.0,
+        clock=lambda: clock[0],
+    )
+
+
+async def test_the_list_is_written_at_most_every_interval_and_at_the_end() -> None:
+    api, clock = RecordingApi(), [100.0]
+    failures = writer(api, clock)
+    await failures.flush()
+    assert api.sent == []  # nothing failed yet: nothing to write
+    failures.add(denied(0))
+    await failures.flush()
+    ((method, created),) = api.sent
+    assert method == "POST"
+    assert created["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    failures.add(denied(1))
+    clock[0] += 9
+    await failures.flush()
+    assert len(api.sent) == 1  # within the interval: held back
+    clock[0] += 1
+    await failures.flush()
+    assert [method for method, _ in api.sent] == ["POST", "PATCH"]
+    failures.add(denied(2))
+    await failures.flush(final=True)  # the end: at once
+    assert len(listed(api.sent[-1][1]["data"])) == 3
+    await failures.flush(final=True)
+    assert len(api.sent) == 3  # unchanged since: no write
+
+
+async def test_a_resumed_migration_continues_its_own_list_only() -> None:
+    earlier = FailureLedger()
+    earlier.add(denied(0))
+    data = {key: value for key, value in earlier.to_data("m").items() if value is not None}
+    owned = {"metadata": {"ownerReferences": [{"uid": "uid-1"}]}, "data": data}
+    api = RecordingApi(owned)
+    failures = writer(api, [0.0])
+    failures.add(denied(1))
+    await failures.flush(final=True)
+    assert [entry["name"] for entry in listed(api.sent[-1][1]["data"])] == ["cm-000", "cm-001"]
+
+    # A list left by an earlier migration of the same name is replaced, and its owner too.
+    api = RecordingApi({**owned, "metadata": {"ownerReferences": [{"uid": "gone"}]}})
+    failures = writer(api, [0.0])
+    failures.add(denied(1))
+    await failures.flush(final=True)
+    _, body = api.sent[-1]
+    assert [entry["name"] for entry in listed(body["data"])] == ["cm-001"]
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

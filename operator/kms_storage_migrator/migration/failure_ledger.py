@@ -156,12 +156,15 @@ class FailureLedger:
         return True
 
     def restore(self, data: Mapping[str, str]) -> None:
-        """Take back a list written earlier (a migration resumed by a new operator), before new failures."""
-        for line in (data.get(LIST_KEY) or "").splitlines():
+        """Take back a list written earlier (a migration resumed by a new operator): its entries
+        come first, then those added since, each once."""
+        added_since, not_listed = self._lines, self.not_listed
+        self._lines, self._listed, self._bytes = [], set(), 0
+        self.not_listed = not_listed + _leading_int(data.get(TRUNCATED_KEY) or "")
+        for line in [*(data.get(LIST_KEY) or "").splitlines(), *added_since]:
             entry = LedgerEntry.from_line(line)
             if entry is not None:
                 self._add(entry)
-        self.not_listed += _leading_int(data.get(TRUNCATED_KEY) or "")
 
     def to_data(self, migration: str) -> dict[str, str | None]:
         """The ConfigMap's data; None removes a key (a merge patch) that no longer applies."""
