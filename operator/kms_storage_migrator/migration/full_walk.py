@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from kms_storage_migrator.admission.mutation import ListedMetadata
 from kms_storage_migrator.kube import ApiError, TransportError
 from kms_storage_migrator.migration.boundary import ResourceAbandoned, as_retryable
 from kms_storage_migrator.migration.ports import ApiPort
@@ -239,6 +240,8 @@ def _target(served: ServedResource, item: dict[str, Any]) -> RewriteTarget:
         str(metadata.get("name") or ""),
         str(metadata.get("resourceVersion") or ""),
         str(metadata.get("uid") or "") or None,
+        # What admission could change on our write, as listed: the mutation guard compares it.
+        ListedMetadata.of(metadata),
     )
 
 
