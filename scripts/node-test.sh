@@ -16,7 +16,10 @@ if [[ $(id -u) != 0 ]]; then
     echo "node-test.sh: needs root (the node creates a bridge, iptables rules, cgroups and mounts)" >&2
     exit 1
 fi
-scripts/setup.sh
+# A machine set up already keeps its .venv and binaries as they are; a fresh one is set up first.
+if [[ ! -x .venv/bin/kms-storage-migrator ]]; then
+    scripts/setup.sh
+fi
 missing=()
 [[ -x /usr/sbin/runc ]] || missing+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
@@ -35,8 +38,8 @@ echo "==> the operator image"
 scripts/build-image.sh --local-base
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-podman --storage-driver vfs save --format oci-archive -o "$work/operator.tar" \
-    localhost/kms-storage-migrator:dev >/dev/null
+podman --storage-driver vfs save --quiet --format oci-archive -o "$work/operator.tar" \
+    localhost/kms-storage-migrator:dev
 
 echo "==> pytest tests/node"
 KSM_NODE_TEST=1 KSM_NODE_IMAGE_ARCHIVE="$work/operator.tar" .venv/bin/pytest tests/node -s "$@"
