@@ -341,7 +341,10 @@ class FakeCluster:
     async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]:
         if "apiservices" in path or limit == 1:
             return {"items": []}
-        answer = self.lists[continue_token].pop(0)
+        # The last scripted answer stays: the Full walk may list a page again (its read-ahead is
+        # discarded when a run stops after a page, and a resumed run lists that page anew).
+        queue = self.lists[continue_token]
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
