@@ -650,7 +650,15 @@ def main() -> int:
         help="an operator/ directory of another version (e.g. `git archive HEAD~1 operator`): "
         "what the *-baseline contenders run",
     )
+    parser.add_argument(
+        "--reuse-snapshots",
+        action="store_true",
+        help="with --work-dir: start from the snapshots an earlier invocation left there (its seeded "
+        "data, seeding skipped) and keep them; the objects count must be the one they were made with",
+    )
     args = parser.parse_args()
+    if args.reuse_snapshots and args.work_dir is None:
+        parser.error("--reuse-snapshots needs --work-dir: the directory whose snapshot-* to start from")
     chosen = args.contenders.split(",") if args.contenders else None
     unknown = sorted(set(chosen or ()) - set(CONTENDERS))
     if unknown:
@@ -682,8 +690,12 @@ def main() -> int:
             contenders = [
                 c for c in chosen or default_contenders(scenario, args.objects) if applies(scenario, c)
             ]
+            earlier = work / f"snapshot-{scenario}"
             if scenario == NOTHING_STALE and kept is not None:
                 snapshot = kept
+            elif args.reuse_snapshots and earlier.is_dir():
+                snapshot = earlier  # kept by an earlier invocation with this --work-dir
+                kept = snapshot if scenario == NOTHING_STALE else kept
             else:
                 snapshot = prepare(work, scenario, args.objects, args.mix)
             print(f"{scenario}: prepared in {time.perf_counter() - started:.0f}s", flush=True)
@@ -709,7 +721,7 @@ def main() -> int:
                 print(json.dumps(asdict(run)), flush=True)
                 # Written after every run: a long run stopped half way keeps what it measured.
                 results.write_text(json.dumps([asdict(r) for r in runs], indent=1))
-            if snapshot != kept:
+            if snapshot != kept and not args.reuse_snapshots:
                 shutil.rmtree(snapshot, ignore_errors=True)  # its copies are what the runs used
     finally:
         load.stop()
