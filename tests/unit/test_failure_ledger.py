@@ -189,3 +189,21 @@ async def test_a_resumed_migration_continues_its_own_list_only() -> None:
     _, body = api.sent[-1]
     assert [entry["name"] for entry in listed(body["data"])] == ["cm-001"]
     assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+async def test_without_a_namespace_of_its_own_the_list_is_only_logged(caplog: Any) -> None:
+    api = RecordingApi()
+    failures = FailureConfigMap(
+        api,  # type: ignore[arg-type]
+        migration="m",
+        uid="uid-1",
+        namespace=None,
+        api_version="kms-storage-migrator.io/v1alpha1",
+        kind="StorageMigration",
+    )
+    with caplog.at_level("WARNING"):
+        failures.add(denied(0))
+        await failures.flush(final=True)
+    assert api.sent == []
+    assert "not rewritten: configmaps team-a/cm-000 (HTTP400)" in caplog.text
+    assert "listed in this log only" in caplog.text

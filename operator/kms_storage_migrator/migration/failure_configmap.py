@@ -1,6 +1,7 @@
 """The full failure list of one migration, kept in the ConfigMap ``<migration>-failures``.
 
-It lives in the operator's namespace (the CR is cluster-scoped) with an owner reference to the
+It lives in the operator's namespace (the CR is cluster-scoped; an operator outside a pod, with
+no namespace of its own, only logs the failures) with an owner reference to the
 StorageMigration: a namespaced object may name a cluster-scoped owner, so the garbage collector
 of kube-controller-manager deletes the list with the migration (the dev cluster runs no
 controller-manager, so there it stays). ``blockOwnerDeletion`` is left unset: setting it needs
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 10.0
 SUFFIX = "-failures"
-# Outside a pod (a local operator with a kubeconfig) there is no namespace of our own.
-FALLBACK_NAMESPACE = "default"
 LABEL = "kms-storage-migrator.io/failures-of"
 _MAX_NAME = 253  # a ConfigMap name is a DNS subdomain
 _MAX_LABEL_VALUE = 63
@@ -48,9 +47,11 @@ def list_name(migration: str) -> str:
     return f"{head}-{digest}{SUFFIX}"
 
 
-def operator_namespace() -> str:
-    """Where the operator's own objects go: the pod's namespace, else ``default``."""
-    return default_namespace(os.environ) or FALLBACK_NAMESPACE
+def operator_namespace() -> str | None:
+    """Where the operator's own objects go: the pod's namespace ($POD_NAMESPACE or the
+    ServiceAccount's). None outside a pod: an operator run from a workstation has no namespace
+    of its own, and an object it made in ``default`` would surprise (and be counted by) others."""
+    return default_namespace(os.environ)
 
 
 def _label_value(migration: str) -> str:
@@ -68,7 +69,7 @@ class FailureConfigMap:
         *,
         migration: str,
         uid: str,
-        namespace: str,
+        namespace: str | None,
         api_version: str,
         kind: str,
         interval: float = FLUSH_INTERVAL_SECONDS,
@@ -97,17 +98,23 @@ class FailureConfigMap:
     def add(self, failure: Failure) -> None:
         if not self._ledger.add(failure):
             return
+        if self.namespace is None and self._ledger.version == 1:
+            log.warning(
+                "no namespace of our own (not in a pod and POD_NAMESPACE unset): failed objects "
+                "are listed in this log only, not in a ConfigMap %s",
+                self.name,
+            )
         where = f"{failure.namespace}/{failure.name}" if failure.namespace else failure.name
         code = http_code(failure.reason)
         # kube.py's reason for a Status without one is already "HTTP403": no need to say it twice.
         shown_code = f", HTTP {code}" if code is not None and not failure.reason.startswith("HTTP") else ""
         log.warning(
-            "not rewritten: %s %s (%s%s); full list in %s",
+            "not rewritten: %s %s (%s%s)%s",
             failure.resource,
             where,
             failure.reason,
             shown_code,
-            self.where,
+            f"; full list in {self.where}" if self.namespace else "",
         )
 
     async def flush(self, *, final: bool = False) -> None:
@@ -116,7 +123,7 @@ class FailureConfigMap:
             await self._flush(final)
 
     async def _flush(self, final: bool) -> None:
-        if self._ledger.version == self._written_version:
+        if self.namespace is None or self._ledger.version == self._written_version:
             return
         if not final and self._written_at is not None and self._clock() - self._written_at < self._interval:
             return
