@@ -7,7 +7,8 @@ One cluster for the module, in four steps that build on each other (the tests ru
    warning, so spec.preflight Enforce stops the run before any write;
 3. the operator runs as a ServiceAccount that may not patch Secrets, and a CRD's conversion
    webhook does not answer: both resources are reported and marked Failed before any write,
-   the ConfigMaps migrate (Warn mode goes on past the etcd warning);
+   the ConfigMaps migrate (Warn mode goes on past the etcd warning and a dead validating
+   webhook on ConfigMaps, listed with its failurePolicy and that it does not answer);
 4. etcd auth on, the reader role read-only: no warning, so an Enforce run goes on and succeeds.
 
 "Nothing written" is judged from etcd itself (etcdctl's mod revisions), not from the operator.
@@ -68,6 +69,32 @@ WIDGET_CRD = {
             },
         },
     },
+}
+
+
+# Nobody listens on port 1 either; Ignore lets every write through once the connect fails.
+DEAD_VALIDATOR = {
+    "apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "ValidatingWebhookConfiguration",
+    "metadata": {"name": "preflight-dead-validator"},
+    "webhooks": [
+        {
+            "name": "dead.preflight.example.com",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 2,
+            "clientConfig": {"url": "https://127.0.0.1:1/validate"},
+            "rules": [
+                {
+                    "operations": ["UPDATE"],
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "resources": ["configmaps"],
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -222,6 +249,7 @@ def test_a_resource_it_may_not_patch_and_a_broken_conversion_webhook_fail_before
     cluster.kubectl("wait", "--for=condition=Established", f"crd/widgets.{GROUP}")
     widget = {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": "w-1"}}
     cluster.kubectl("create", "-f", "-", input=json.dumps(widget))  # v1 is stored: no conversion
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(DEAD_VALIDATOR))
     kubeconfig = _service_account_kubeconfig(world)
     secrets_before = world.revisions(SECRETS)
     widgets_before = world.revisions(WIDGETS)
@@ -239,8 +267,15 @@ def test_a_resource_it_may_not_patch_and_a_broken_conversion_webhook_fail_before
     assert resources["core/configmaps"]["phase"] == "Done"
     assert _finding(done, f"conversion webhook {GROUP}/widgets")["verdict"] == "fail"
     assert _finding(done, "permissions core/secrets")["verdict"] == "fail"
-    # Warn mode: the etcd warning did not stop it.
+    # Warn mode: neither the etcd warning nor the webhook's stopped it.
     assert _finding(done, "etcd read-only")["verdict"] == "warn"
+    webhook = _finding(done, "admission webhook dead.preflight.example.com")
+    assert webhook["verdict"] == "warn"
+    assert webhook["message"].startswith(
+        "admission webhook dead.preflight.example.com: validating (preflight-dead-validator, "
+        "failurePolicy Ignore) intercepts the write of core/configmaps; "
+        "https://127.0.0.1:1/validate: does not answer"
+    ), webhook["message"]
     condition = _condition(done, "PreflightPassed")
     assert (condition["status"], condition["reason"]) == ("False", "ResourcesFailed")
     assert status["phase"] == "Failed"  # not everything selected was migrated, and it says so
@@ -256,6 +291,7 @@ def test_a_resource_it_may_not_patch_and_a_broken_conversion_webhook_fail_before
 
 
 def test_a_read_only_etcd_user_passes_so_an_enforce_run_goes_on(world: World) -> None:
+    world.cluster.kubectl("delete", "validatingwebhookconfiguration", "preflight-dead-validator")
     _read_only_etcd(world.cluster)
     spec = {"resources": SELECTION, "preflight": "Enforce"}
     done = world.run(world.operator("read-only"), "read-only", spec)

@@ -21,8 +21,10 @@ from kms_storage_migrator.preflight.resource_access import (
     resource_permissions,
     wildcard_permissions,
 )
+from kms_storage_migrator.preflight.survey import PreflightSurvey
 from kms_storage_migrator.preflight.webhook_findings import Address, Reachability, address_of, judge_webhook
 from kms_storage_migrator.preflight.write_target import WRITE_TARGET_CHECK, judge_write_target
+from kms_storage_migrator.storage.etcd import EtcdUnavailable
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat
 from kms_storage_migrator.storage.write_format import WriteFormat
 
@@ -69,7 +71,10 @@ def test_a_legacy_provider_first_warns_and_no_evidence_at_all_warns() -> None:
     refused = judge_write_target(None, METRICS_REFUSED)
     assert refused.verdict is Verdict.WARN
     assert "/metrics" in refused.detail
-    assert judge_write_target(PLAIN, METRICS_REFUSED).verdict is Verdict.FAIL
+    # A plaintext CR with /metrics refused: Secrets alone may be encrypted, so only a warning.
+    unknown = judge_write_target(PLAIN, METRICS_REFUSED)
+    assert unknown.verdict is Verdict.WARN
+    assert "maybe nothing to migrate to" in unknown.detail
 
 
 # ---- permissions ----------------------------------------------------------------------------
@@ -257,7 +262,8 @@ def test_a_mutating_webhook_warns_that_refuse_skips_its_objects_and_a_dead_one_s
         MutatingWebhookPolicy.REFUSE,
     )
     assert finding.verdict is Verdict.WARN
-    assert "mutating webhook guard.example.com (guard, failurePolicy Fail" in finding.detail
+    assert finding.check == "admission webhook guard.example.com"
+    assert finding.detail.startswith("mutating (guard, failurePolicy Fail) intercepts the write of")
     assert "does not answer" in finding.detail
     assert "core/r0, core/r1, core/r2, core/r3 and 2 more" in finding.detail
     assert "not written (spec.mutatingWebhooks Refuse)" in finding.what_to_do
@@ -278,5 +284,25 @@ def test_a_mutating_webhook_warns_that_refuse_skips_its_objects_and_a_dead_one_s
         Reachability(True, "answers"),
         MutatingWebhookPolicy.REFUSE,
     )
-    assert validating.detail.startswith("validating webhook")
+    assert validating.detail.startswith("validating (guard")
     assert "objects it denies fail" in validating.what_to_do
+
+
+# ---- an etcd outage during preflight --------------------------------------------------------
+
+
+class _EtcdAway:
+    display = "https://etcd:2379"
+
+    async def count(self, prefix: str) -> int:
+        raise EtcdUnavailable("etcd at https://etcd:2379: connection refused")
+
+
+async def test_an_etcd_outage_is_waited_out_by_a_migration_and_reported_by_the_command() -> None:
+    migration = PreflightSurvey(None, _EtcdAway(), wait_out_outages=True)  # type: ignore[arg-type]
+    with pytest.raises(EtcdUnavailable):
+        await migration._etcd_checks(_EtcdAway())  # type: ignore[arg-type]
+    command = PreflightSurvey(None, _EtcdAway())  # type: ignore[arg-type]
+    [finding] = await command._etcd_checks(_EtcdAway())  # type: ignore[arg-type]
+    assert finding.verdict is Verdict.FAIL
+    assert "connection refused" in finding.detail

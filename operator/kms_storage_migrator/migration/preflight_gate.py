@@ -21,6 +21,7 @@ from kms_storage_migrator.migration.plan import PreflightPolicy
 from kms_storage_migrator.preflight.findings import Finding, Verdict
 
 PREFLIGHT_PASSED = "PreflightPassed"
+ALL_PASSED = "AllChecksPassed"
 MAX_PREFLIGHT_NOTES = 20  # the CRD's maxItems for status.preflight
 MAX_NOTE_MESSAGE = 300
 MAX_CHECK = 128  # the CRD's maxLength for a check's name
@@ -142,7 +143,7 @@ def decide_preflight(findings: Sequence[Finding], policy: PreflightPolicy, selec
             "PassedWithWarnings",
             f"{len(warnings)} warning(s), going on (spec.preflight Warn): {_quote(warnings)}",
         )
-    return PreflightOutcome(True, True, "AllChecksPassed", f"{len(findings)} check(s) passed")
+    return PreflightOutcome(True, True, ALL_PASSED, f"{len(findings)} check(s) passed")
 
 
 def _quote(findings: Sequence[Finding]) -> str:

@@ -50,7 +50,12 @@ from kms_storage_migrator.migration.plan import (
     pin_mode,
 )
 from kms_storage_migrator.migration.ports import ApiPort, EtcdPort
-from kms_storage_migrator.migration.preflight_gate import PREFLIGHT_PASSED, decide_preflight, notes
+from kms_storage_migrator.migration.preflight_gate import (
+    ALL_PASSED,
+    PREFLIGHT_PASSED,
+    decide_preflight,
+    notes,
+)
 from kms_storage_migrator.migration.progress import (
     MigrationProgress,
     Phase,
@@ -114,7 +119,8 @@ def live_checks(api: ApiPort, etcd: EtcdPort | None, root: EtcdRoot) -> Prefligh
     (their tests pass ``preflight=`` when they want the phase)."""
     if not isinstance(api, KubeApi):
         return None
-    return PreflightSurvey(api, etcd if isinstance(etcd, EtcdReader) else None, root=root)
+    reader = etcd if isinstance(etcd, EtcdReader) else None
+    return PreflightSurvey(api, reader, root=root, wait_out_outages=True)
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,7 @@ class MigrationRunner:
             if entry is not None and entry.phase is not ResourcePhase.DONE:
                 entry.phase = ResourcePhase.FAILED
                 entry.message = f"preflight: {why}"
-        kind = "Normal" if outcome.passed and not outcome.failed_resources else "Warning"
+        kind = "Normal" if outcome.reason == ALL_PASSED else "Warning"  # warnings are news too
         await self._sink.event(kind, outcome.reason, outcome.message)
         if not outcome.proceed:
             raise MigrationFailed(outcome.message)

@@ -133,11 +133,14 @@ def judge_encryption(metrics_text: str) -> Finding:
     )
 
 
+METRICS_UNREADABLE = "cannot read the apiserver's /metrics"
+
+
 def metrics_unreadable(error: str) -> Finding:
     return Finding(
         ENCRYPTION_CHECK,
         Verdict.FAIL,
-        f"cannot read the apiserver's /metrics: {error}",
+        f"{METRICS_UNREADABLE}: {error}",
         "grant get on the nonResourceURL /metrics (the operator's key gate reads it too)",
     )
 

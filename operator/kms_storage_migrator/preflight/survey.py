@@ -27,6 +27,7 @@ from kms_storage_migrator.preflight.exposure import exposed_secrets, judge_expos
 from kms_storage_migrator.preflight.findings import (
     Finding,
     Verdict,
+    etcd_unreachable,
     judge_encryption,
     metrics_unreadable,
 )
@@ -48,7 +49,7 @@ from kms_storage_migrator.preflight.webhook_findings import (
     judge_webhook,
 )
 from kms_storage_migrator.preflight.write_target import judge_write_target
-from kms_storage_migrator.storage.etcd import EtcdReader
+from kms_storage_migrator.storage.etcd import EtcdReader, EtcdUnavailable
 from kms_storage_migrator.storage.keys import DEFAULT_ROOT, EtcdRoot
 from kms_storage_migrator.storage.write_format import WriteFormat
 
@@ -69,12 +70,15 @@ class PreflightSurvey:
         root: EtcdRoot = DEFAULT_ROOT,
         subject: Subject | None = None,
         caller: str | None = None,
+        wait_out_outages: bool = False,
     ) -> None:
         self._api = api
         self._etcd = etcd
         self._root = root
         self._subject = subject
         self._who = caller or who(subject)  # how messages name whoever the reviews are about
+        # A migration waits an etcd outage out (the phase is kept); the command reports it.
+        self._wait_out_outages = wait_out_outages
 
     async def run(
         self,
@@ -96,9 +100,16 @@ class PreflightSurvey:
         if secrets_exposure and any(r.name == SECRETS for r in resources):
             findings.append(judge_exposure(await exposed_secrets(self._api)))
         if self._etcd is not None:
-            findings.append(await check_reach(self._etcd, self._root))
-            findings.append(await check_read_only(self._etcd, self._root))
+            findings += await self._etcd_checks(self._etcd)
         return findings
+
+    async def _etcd_checks(self, etcd: EtcdReader) -> list[Finding]:
+        try:
+            return [await check_reach(etcd, self._root), await check_read_only(etcd, self._root)]
+        except EtcdUnavailable as error:
+            if self._wait_out_outages:
+                raise  # the driver keeps the phase and waits until etcd answers again
+            return [etcd_unreachable(etcd.display, str(error))]
 
     async def _metrics(self) -> Finding:
         try:
@@ -131,6 +142,7 @@ class PreflightSurvey:
         try:
             crds = (await self._api.get_json(CRDS)).get("items") or []
         except ApiError as error:
+            _raise_if_transient(error)
             return [
                 Finding(
                     CONVERSION_CHECK,
@@ -160,6 +172,7 @@ class PreflightSurvey:
         try:
             found = await intercepting_webhooks(self._api, resources)
         except ApiError as error:
+            _raise_if_transient(error)
             return [
                 Finding(
                     WEBHOOK_CHECK,
@@ -184,6 +197,12 @@ class PreflightSurvey:
         return findings
 
 
+def _raise_if_transient(error: ApiError) -> None:
+    """An overloaded or failing apiserver is an outage for the driver, not a finding."""
+    if error.status == 429 or error.status >= 500:
+        raise error
+
+
 async def _connect(address: Address | None) -> Reachability:
     """A TCP connect is enough: whether something accepts where the apiserver will call."""
     if address is None:
@@ -192,8 +211,10 @@ async def _connect(address: Address | None) -> Reachability:
         _, writer = await asyncio.wait_for(
             asyncio.open_connection(address.host, address.port), CONNECT_TIMEOUT_SECONDS
         )
-    except (OSError, TimeoutError) as error:
-        return Reachability(False, f"does not answer ({type(error).__name__}: {error})")
+    except TimeoutError:
+        return Reachability(False, f"does not answer (no connect in {CONNECT_TIMEOUT_SECONDS:.0f} s)")
+    except OSError as error:
+        return Reachability(False, f"does not answer ({error.strerror or type(error).__name__})")
     writer.close()
     await writer.wait_closed()
     return Reachability(True, "answers")

@@ -64,9 +64,10 @@ def judge_webhook(
     listed = names + (f" and {more} more" if more > 0 else "")
     kind = "mutating" if webhook.kind is WebhookKind.MUTATING else "validating"
     verb = "intercepts" if certain else "may intercept (selectors or matchConditions)"
+    # The check already names the webhook; what matters most comes first (status keeps 300 chars).
     detail = (
-        f"{kind} webhook {webhook.name} ({webhook.configuration}, failurePolicy {webhook.failure_policy}, "
-        f"{webhook.endpoint}: {reach.detail}) {verb} the write of {listed}"
+        f"{kind} ({webhook.configuration}, failurePolicy {webhook.failure_policy}) {verb} the write "
+        f"of {listed}; {webhook.endpoint}: {reach.detail}"
     )
     if webhook.kind is WebhookKind.MUTATING:
         if policy is MutatingWebhookPolicy.REFUSE:

@@ -13,7 +13,7 @@ no KMS v2 provider in /metrics fails. Without either witness the check cannot te
 
 from __future__ import annotations
 
-from kms_storage_migrator.preflight.findings import ENCRYPTION_CHECK, Finding, Verdict
+from kms_storage_migrator.preflight.findings import ENCRYPTION_CHECK, METRICS_UNREADABLE, Finding, Verdict
 from kms_storage_migrator.storage.formats import FormatKind
 from kms_storage_migrator.storage.write_format import WriteFormat
 
@@ -49,6 +49,15 @@ def judge_write_target(reference: WriteFormat | None, metrics: Finding | None) -
                 f"{metrics.detail}: resources the encryption configuration leaves in plaintext "
                 "are not counted stale",
             )
+        if metrics is None or _unreadable(metrics):
+            # An encryption configuration may cover Secrets only: without /metrics, no proof.
+            return Finding(
+                WRITE_TARGET_CHECK,
+                Verdict.WARN,
+                "this StorageMigration is stored in plaintext, and /metrics cannot tell whether a "
+                "KMS v2 provider encrypts other resources: maybe nothing to migrate to",
+                "grant get on the nonResourceURL /metrics (the chart does), or configure KMS v2 first",
+            )
         return Finding(
             WRITE_TARGET_CHECK,
             Verdict.FAIL,
@@ -65,7 +74,7 @@ def judge_write_target(reference: WriteFormat | None, metrics: Finding | None) -
         )
     if kms_in_metrics:
         return Finding(WRITE_TARGET_CHECK, Verdict.OK, metrics.detail)
-    if metrics.detail.startswith("cannot read"):
+    if _unreadable(metrics):
         # /metrics refused or unreachable: no evidence either way.
         return Finding(WRITE_TARGET_CHECK, Verdict.WARN, metrics.detail, metrics.what_to_do)
     return Finding(
@@ -75,6 +84,10 @@ def judge_write_target(reference: WriteFormat | None, metrics: Finding | None) -
         "writes without KMS v2",
         CONFIGURE_KMS,
     )
+
+
+def _unreadable(metrics: Finding) -> bool:
+    return metrics.detail.startswith(METRICS_UNREADABLE)
 
 
 __all__ = ["CONFIGURE_KMS", "ENCRYPTION_CHECK", "WRITE_TARGET_CHECK", "judge_write_target"]
