@@ -53,6 +53,14 @@ DONE = Counts(rewritten=7, unchanged=3)
     [
         (_progress(DONE), _report(), Mode.TARGETED, Phase.SUCCEEDED, "Verified", "verified: all 10 objects"),
         (
+            _progress(DONE, failures=2),
+            _report(),
+            Mode.FULL,
+            Phase.SUCCEEDED,
+            "Verified",
+            "verified: all 10 objects in the current format; 2 object(s) need attention (Forbidden: see",
+        ),
+        (
             _progress(DONE),
             _report(stale=2, examples=["core/secrets ns/a"]),
             Mode.FULL,

@@ -31,9 +31,10 @@ def decide(progress: MigrationProgress, report: VerificationReport | None, mode:
         message = f"verification only: {verification.stale} of {verification.scanned} objects stale"
         return Verdict(Phase.SUCCEEDED, "VerifyOnly", "; ".join([message, *report.needs_attention]))
     if not report.tally.stale and not report.needs_attention:
-        return Verdict(
-            Phase.SUCCEEDED, "Verified", f"verified: all {verification.scanned} objects in the current format"
-        )
+        message = f"verified: all {verification.scanned} objects in the current format"
+        # Written and re-encrypted, yet recorded as failures (e.g. changed by a mutating webhook
+        # under spec.mutatingWebhooks Allow): the migration's job is done, but a person must look.
+        return Verdict(Phase.SUCCEEDED, "Verified", "; ".join([message, *_attention(progress)]))
     # Only the reasons that hold: "0 objects stale" is no reason for a failure.
     problems = list(report.needs_attention)
     if report.tally.stale:
@@ -53,6 +54,13 @@ def _without_read_back(progress: MigrationProgress) -> Verdict:
     if counts.gone:
         done.append(f"{counts.gone} deleted meanwhile")
     return Verdict(Phase.SUCCEEDED, "Unverified", f"{', '.join(done)} ({UNVERIFIED_NOTE})")
+
+
+def _attention(progress: MigrationProgress) -> list[str]:
+    if not progress.failures_total:
+        return []
+    reasons = sorted({failure.reason for failure in progress.failures})
+    return [f"{progress.failures_total} object(s) need attention ({', '.join(reasons)}: see status.failures)"]
 
 
 def failed_resources(progress: MigrationProgress) -> list[str]:
