@@ -423,7 +423,7 @@ def _alternate(world: LoadWorld, operator: OperatorProcess, name: str) -> Window
 
 
 @pytest.mark.parametrize("flow_control", [False, True], ids=["default-apf", "chart-flowschema"])
-def test_other_clients_p99_stays_within_twice_idle_during_a_migration(
+def test_other_clients_p99_within_twice_idle_floored_at_the_slo_during_a_migration(
     world: LoadWorld, flow_control: bool
 ) -> None:
     cluster = world.cluster
