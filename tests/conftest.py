@@ -30,6 +30,10 @@ SLOW_MODULES_FIRST = (
     "test_faults_ha.py",
     "test_faults_startup_restart.py",
     "test_leader_election.py",
+    "test_preflight_phase.py",  # 93-160 s (this session, loaded machine)
+    "test_faults_secrets_audit.py",  # 117-144 s
+    "test_faults_mutating_webhook.py",  # ~120 s
+    "test_failure_list.py",  # 80-130 s
 )
 
 
