@@ -18,6 +18,7 @@ from kms_storage_migrator.devcluster.cluster import DevCluster
 # module, ~8 min, did). Unit tests, quick and many, fill the gaps at the end.
 SLOW_MODULES_FIRST = (
     "test_faults_kms.py",  # 357 s disabled key, plus the outage variants
+    "test_faults_load.py",  # 180-284 s (two cases on one cluster)
     "test_dev_cluster.py",  # 192 s disabled primary key
     "test_convergence_rotation.py",  # 128 + 87 + 84 s
     "test_engine_etcd_outage.py",  # 151 s
