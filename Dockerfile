@@ -93,15 +93,15 @@ COPY --from=builder /opt/venv /opt/venv
 # interpreter's prefix differs (/usr/local for python:3.11-slim), and Python itself says where
 # it is. (/etc/python3.11 holds Debian's sitecustomize.)
 #
-# Cut: standard library parts nothing in the venv imports (grep of its sources; none was in
-# sys.modules after a whole migration in the container): installers and build tools
+# Cut: standard library parts no module the operator loads imports (a grep of the venv finds
+# only cffi's compile-time helper naming distutils and websocket-client's wsdump command
+# naming readline; none was in sys.modules after a whole migration): installers and build tools
 # (ensurepip, distutils, lib2to3), GUIs and terminals (idlelib, tkinter, turtle, curses,
 # readline), CPython's own tests and test extensions, and the modules for databases and
 # services the operator has none of (sqlite3, dbm's C backends, crypt, nis, ossaudiodev).
 # Taken out before ldd runs, so the shared libraries only they load (SQLite, Berkeley DB,
-# ncurses, readline, Kerberos, libnsl/libtirpc: 7 MB) are not copied either. Kept although
-# unused by the operator: unittest (protobuf's test helpers name it), pydoc (rich and
-# kubernetes.watch import it), multiprocessing (kubernetes' ApiClient).
+# ncurses, readline, Kerberos, libnsl/libtirpc: 6 MB) are not copied either. Kept although
+# the operator does not load it: unittest (protobuf's test helpers name it).
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN groupadd --gid "${GID}" migrator \
  && useradd --uid "${UID}" --gid "${GID}" --home-dir /tmp --no-create-home \
