@@ -95,8 +95,10 @@ def test_default_render_has_exactly_the_expected_objects() -> None:
         ("Deployment", NAME),
         ("PodDisruptionBudget", NAME),  # two replicas by default: a drain keeps one
         ("Role", f"{NAME}-events"),  # in "default", where the operator posts events
+        ("Role", f"{NAME}-failure-list"),  # the failure lists' ConfigMaps, in the release namespace
         ("Role", f"{NAME}-leader-election"),  # the Lease, in the release namespace
         ("RoleBinding", f"{NAME}-events"),
+        ("RoleBinding", f"{NAME}-failure-list"),
         ("RoleBinding", f"{NAME}-leader-election"),
         ("Service", f"{NAME}-metrics"),
         ("ServiceAccount", NAME),
@@ -202,7 +204,7 @@ def test_replicas_elect_a_leader_through_the_lease_named_for_the_project() -> No
     off = container(render(*WITHOUT_LEADER_ELECTION))["args"]
     assert not [argument for argument in off if argument.startswith("--leader-elect")]
     roles = [d["metadata"]["name"] for d in render(*WITHOUT_LEADER_ELECTION) if d["kind"] == "Role"]
-    assert roles == [f"{NAME}-events"]
+    assert roles == [f"{NAME}-events", f"{NAME}-failure-list"]
 
 
 def test_the_lease_role_allows_get_and_update_of_one_lease_and_create() -> None:

@@ -67,6 +67,9 @@ LEASE_RULES = {
     ("leases.coordination.k8s.io", ("create",)),
 }
 LEASES_API = "/apis/coordination.k8s.io/v1"
+# The full failure lists (<migration>-failures), in the release namespace only: names follow
+# the migrations, so resourceNames cannot narrow them.
+FAILURE_LIST_RULES = {("configmaps", ("get", "create", "patch"))}
 
 # Objects the rewrite tests create while the cluster still stores plaintext: RBAC objects whose
 # rules and role references the ServiceAccount does not hold (so an escalation check that ran
@@ -264,7 +267,10 @@ def test_service_account_holds_exactly_the_chart_rules(legacy_cluster: DevCluste
     legacy_cluster.kubectl("create", "serviceaccount", "unbound", "--namespace", NAMESPACE)
     unbound = service_account_client(legacy_cluster, tmp_path, "unbound")
 
-    assert rules_of(operator, NAMESPACE) - rules_of(unbound, NAMESPACE) == CLUSTER_RULES | LEASE_RULES
+    assert (
+        rules_of(operator, NAMESPACE) - rules_of(unbound, NAMESPACE)
+        == CLUSTER_RULES | LEASE_RULES | FAILURE_LIST_RULES
+    )
     assert rules_of(operator, "team-a") - rules_of(unbound, "team-a") == CLUSTER_RULES
     assert rules_of(operator, "default") - rules_of(unbound, "default") == CLUSTER_RULES | {EVENTS_RULE}
 
@@ -277,6 +283,11 @@ def test_service_account_holds_exactly_the_chart_rules(legacy_cluster: DevCluste
     assert not operator.can_i("update", "storagemigrations.kms-storage-migrator.io/status")
     assert not operator.can_i("get", "storagemigrations.kms-storage-migrator.io")
     assert operator.can_i("create", "events", namespace="default")
+    # (patch is held everywhere anyway: the no-op write.)
+    for verb in ("get", "create"):
+        assert operator.can_i(verb, "configmaps", namespace=NAMESPACE)
+        assert not operator.can_i(verb, "configmaps", namespace="default")
+    assert not operator.can_i("delete", "configmaps", namespace=NAMESPACE)
 
 
 # What the ServiceAccount must not be able to do, cluster-wide and in a namespace.
@@ -295,6 +306,10 @@ FORBIDDEN = [
     ("delete", "pods"),
     ("delete", "storagemigrations.kms-storage-migrator.io"),
     ("deletecollection", "configmaps"),
+    # ConfigMaps are created only for the failure lists, in the release namespace.
+    ("create", "configmaps"),
+    ("update", "configmaps"),
+    ("delete", "configmaps"),
     ("update", "secrets"),
     ("update", "clusterroles.rbac.authorization.k8s.io"),
     # Events only in "default", where the operator posts them (never through events.k8s.io).

@@ -160,6 +160,8 @@ GARBAGE_STATUS = {
                 "Verification: StaleFound, 5 keys read back from etcd, 2 stale",
                 "still stale: /registry/configmaps/a/b",
                 "Degraded=True",
+                "Every failed object (names only):",
+                "-l kms-storage-migrator.io/failures-of=rotate-1",
             ],
             [],
             1,

@@ -60,6 +60,11 @@ def _label_value(migration: str) -> str:
     return hashlib.sha256(migration.encode()).hexdigest()[:_MAX_LABEL_VALUE]
 
 
+def list_selector(migration: str) -> str:
+    """The label selector that finds a migration's list in whatever namespace the operator runs."""
+    return f"{LABEL}={_label_value(migration)}"
+
+
 class FailureConfigMap:
     """A :class:`FailureLedger` and the ConfigMap it is written to."""
 

@@ -70,6 +70,7 @@ from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteMethod, Rewriter
 from kms_storage_migrator.migration.status_publisher import (
     STATUS_INTERVAL_SECONDS,
+    FailureList,
     MigrationObserver,
     MigrationSink,
     NullObserver,
@@ -150,6 +151,7 @@ class MigrationRunner:
         gate: KeyGate | None = None,
         created_at: datetime | None = None,
         preflight: PreflightChecks | None = None,
+        failures: FailureList | None = None,
     ) -> None:
         self.progress = progress
         self._preflight = preflight or live_checks(api, etcd, etcd_prefix)
@@ -169,7 +171,9 @@ class MigrationRunner:
         self._generation = generation
         self._root = etcd_prefix
         watcher: MigrationObserver = observer or NullObserver()
-        self._publisher = StatusPublisher(progress, sink, watcher, interval=status_interval)
+        self._publisher = StatusPublisher(
+            progress, sink, watcher, interval=status_interval, failures=failures
+        )
         limiter = AdaptiveRateLimiter(spec.qps)
         rewriter = Rewriter(api, limiter, max_attempts=spec.max_attempts, method=method, observer=watcher)
         self._learner = FormatLearner(etcd, progress, etcd_prefix)
@@ -184,6 +188,7 @@ class MigrationRunner:
             should_stop=should_stop,
             # spec.mutatingWebhooks: what a mutating webhook that intercepts a write means for it.
             admission=MutationGuard(api, spec.mutating_webhooks),
+            failures=failures,
         )
         self._full = FullWalk(api, limiter, watcher, progress, page_size=spec.page_size)
         self._targeted = (

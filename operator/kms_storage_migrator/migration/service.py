@@ -18,6 +18,7 @@ from typing import Any
 
 from kms_storage_migrator.kube import MERGE_PATCH, ApiError, KubeApi, TransportError
 from kms_storage_migrator.migration.boundary import MigrationStopped, RunAgainLater
+from kms_storage_migrator.migration.failure_configmap import FailureConfigMap, operator_namespace
 from kms_storage_migrator.migration.key_gate import ApiserverKeyGate
 from kms_storage_migrator.migration.metrics import OperatorMetrics
 from kms_storage_migrator.migration.plan import MigrationSpec, PlanError, RunDefaults
@@ -182,6 +183,7 @@ async def run_migration(
                     context,
                     progress,
                     name=name,
+                    uid=uid,
                     spec=migration_spec,
                     sink=sink,
                     should_stop=should_stop,
@@ -217,6 +219,7 @@ async def _run_once(
     progress: MigrationProgress,
     *,
     name: str,
+    uid: str,
     spec: MigrationSpec,
     sink: MigrationSink,
     should_stop: Callable[[], bool],
@@ -241,6 +244,14 @@ async def _run_once(
             etcd_prefix=context.etcd_prefix,
             gate=ApiserverKeyGate(context.api),
             created_at=_timestamp(created_at),
+            failures=FailureConfigMap(
+                context.api,
+                migration=name,
+                uid=uid,
+                namespace=operator_namespace(),
+                api_version=f"{GROUP}/{VERSION}",
+                kind=KIND,
+            ),
         )
         await runner.run()
         return False

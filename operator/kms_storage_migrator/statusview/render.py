@@ -18,6 +18,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from kms_storage_migrator.migration.failure_configmap import list_selector
+from kms_storage_migrator.migration.failure_ledger import LIST_KEY
 from kms_storage_migrator.migration.guidance import advice_lines
 from kms_storage_migrator.statusview.model import COUNT_FIELDS, MigrationView, ResourceRow
 
@@ -259,7 +261,18 @@ def _failures(view: MigrationView) -> RenderableType:
         return Text(title, style="bold red")
     advice = advice_lines((f.reason, f.message, f.resource) for f in view.failures)
     steps = [Text("What to do:", style="bold")] + [Text(f"  {line}") for line in advice]
+    if total > len(view.failures):
+        steps.append(Text(f"Every failed object (names only): {full_list_command(view.name)}"))
     return Group(table, *steps)
+
+
+def full_list_command(migration: str) -> str:
+    # The operator writes the list in its own namespace, which this machine need not know.
+    key = LIST_KEY.replace(".", "\\.")  # a dot in a jsonpath key is escaped
+    return (
+        f"kubectl get configmap -A -l {list_selector(migration)} -o jsonpath='{{.items[0].data.{key}}}' "
+        "(or the operator's log, when it runs outside a pod)"
+    )
 
 
 def _preflight(view: MigrationView) -> RenderableType:
