@@ -42,7 +42,6 @@ from kms_storage_migrator.migration.plan import MigrationSpec
 
 pytestmark = pytest.mark.integration
 
-SPEC_FIELDS = ("mode", "concurrency", "qps", "pageSize", "maxAttemptsPerObject", "keyConvergenceTimeout")
 LONGEST_PATTERN = "a" * 125 + "/" + "b" * 127  # 253 characters, the CRD's maxLength
 MAX_PATTERNS = 100  # the CRD's maxItems
 
@@ -91,6 +90,10 @@ field_values = {
         st.fixed_dictionaries({"include": invalid_lists}) | wrong_types,
     ),
     "suspend": mostly(st.booleans(), wrong_types),
+    "preflight": mostly(st.sampled_from(["Warn", "Enforce"]), st.sampled_from(["warn", ""]) | wrong_types),
+    "mutatingWebhooks": mostly(
+        st.sampled_from(["Refuse", "Allow"]), st.sampled_from(["allow", "Skip"]) | wrong_types
+    ),
 }
 specs = st.fixed_dictionaries({}, optional=field_values)
 
@@ -149,6 +152,10 @@ def test_fuzzed_specs_admission_and_engine_agree(world: FaultWorld, spec: dict[s
     parsed = MigrationSpec.from_spec(stored["spec"])
     include = (stored["spec"].get("resources") or {}).get("include") or ["*/*"]
     assert [str(p) for p in parsed.selection.include] == include
+    # The two policies default at admission, and the engine reads what was stored.
+    assert stored["spec"]["preflight"] == spec.get("preflight", "Warn") == parsed.preflight.value
+    assert stored["spec"]["mutatingWebhooks"] == spec.get("mutatingWebhooks", "Refuse")
+    assert parsed.mutating_webhooks.value == stored["spec"]["mutatingWebhooks"]
 
 
 # --- 2. unusual names and objects near the size limit ---------------------------------------
