@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from kms_storage_migrator.admission.guard import MUTATED_BY_WEBHOOK, MUTATING_WEBHOOK, MutationGuard
 from kms_storage_migrator.admission.mutation import ListedMetadata, mutations
 from kms_storage_migrator.admission.reader import WebhookReader, intercepting_webhooks
 from kms_storage_migrator.admission.webhooks import WebhookKind
 from kms_storage_migrator.kube import ApiError, PatchAnswer
 from kms_storage_migrator.migration.boundary import MigrationFailed
 from kms_storage_migrator.migration.format_learning import FormatLearner
+from kms_storage_migrator.migration.mutation_guard import MUTATED_BY_WEBHOOK, MUTATING_WEBHOOK, MutationGuard
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import MutatingWebhookPolicy
 from kms_storage_migrator.migration.progress import MigrationProgress, ResourceProgress

@@ -4,7 +4,7 @@ A migration can run for hours while webhooks come and go, so what was read is us
 ``refresh_seconds`` and read again whenever the caller starts a new resource (:meth:`expire`).
 Namespaces are listed (metadata only) only when some webhook's namespaceSelector needs them.
 Errors are the API client's own (``ApiError``, ``TransportError``); the caller decides what a
-failed read means (the migration retries transient ones, see ``admission/guard.py``).
+failed read means (the migration retries transient ones, see ``migration/mutation_guard.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from kms_storage_migrator.admission.matching import Interception, Resource, interceptions
 from kms_storage_migrator.admission.webhooks import Webhook, WebhookKind, bound_policies, webhooks_in
 from kms_storage_migrator.kube import ApiError
-from kms_storage_migrator.migration.ports import ReadPort
+
+
+class ReadPort(Protocol):
+    """What is read: JSON documents and metadata-only pages (``kube.KubeApi`` and the engine's
+    ``migration.ports.ReadPort`` fit; declared here so this package stands below the engine)."""
+
+    async def get_json(self, path: str) -> dict[str, Any]: ...
+
+    async def list_metadata(self, path: str, *, limit: int, continue_token: str | None) -> dict[str, Any]: ...
+
 
 REFRESH_SECONDS = 30.0
 NAMESPACES_PATH = "/api/v1/namespaces"

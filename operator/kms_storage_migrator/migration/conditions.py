@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from kms_storage_migrator.migration.guidance import what_to_do
 from kms_storage_migrator.migration.status_parts import (
     ACTIVE_PHASES,
     Failure,
     Phase,
+    Verification,
     VerificationResult,
     clip,
 )
 from kms_storage_migrator.migration.suspension import RESUMED, SUSPENDED
 
-if TYPE_CHECKING:
-    from kms_storage_migrator.migration.progress import MigrationProgress
-
 __all__ = ["KMS_AVAILABLE", "derive_conditions", "set_condition"]
 
 # False while the apiserver cannot encrypt (set by outage.py); Degraded follows it while active.
 KMS_AVAILABLE = "KMSAvailable"
+
+
+class ConditionSource(Protocol):
+    """What the conditions are derived from: ``progress.MigrationProgress`` (which derives them
+    as it writes its status document, so this module cannot import it)."""
+
+    @property
+    def phase(self) -> Phase: ...
+    @property
+    def conditions(self) -> list[dict[str, Any]]: ...
+    @property
+    def suspended(self) -> bool: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def verification(self) -> Verification | None: ...
+    @property
+    def failures(self) -> Sequence[Failure]: ...
+    @property
+    def failures_total(self) -> int: ...
 
 
 def set_condition(
@@ -41,7 +60,7 @@ def set_condition(
     return [c for c in conditions if c.get("type") != kind] + [entry]
 
 
-def derive_conditions(progress: MigrationProgress, now: str) -> list[dict[str, Any]]:
+def derive_conditions(progress: ConditionSource, now: str) -> list[dict[str, Any]]:
     """Ready, Progressing and Degraded from the phase, failures and verification; Suspended once used."""
     phase = progress.phase
     conditions = progress.conditions
@@ -76,7 +95,7 @@ def _idle_reason(phase: Phase) -> str:
 
 
 def _suspension(
-    conditions: list[dict[str, Any]], progress: MigrationProgress, now: str
+    conditions: list[dict[str, Any]], progress: ConditionSource, now: str
 ) -> list[dict[str, Any]]:
     """Suspended=True while suspended; once resumed it stays, False, so the history shows."""
     if progress.suspended:
@@ -89,7 +108,7 @@ def _suspension(
     return conditions
 
 
-def _degradation(progress: MigrationProgress) -> tuple[bool, str, str]:
+def _degradation(progress: ConditionSource) -> tuple[bool, str, str]:
     verification = progress.verification
     if verification is not None and verification.result is VerificationResult.STALE_FOUND:
         examples = ", ".join(verification.examples[:3])

@@ -18,7 +18,7 @@ DECRYPT_DOCS = "https://kubernetes.io/docs/tasks/administer-cluster/encrypt-data
 _WEBHOOK_DENIED = re.compile(r"denied by admission webhook (\S+)")
 _WEBHOOK_UNREACHABLE = re.compile(r"admission webhook (\S+) could not be called")
 _POLICY_DENIED = re.compile(r"denied by ValidatingAdmissionPolicy (\S+)")
-# The mutation guard's failures (admission/guard.py, page_writer.py) name the webhook this way.
+# The mutation guard's failures (migration/mutation_guard.py, page_writer.py) name the webhook this way.
 _MUTATING_WEBHOOK = re.compile(r"mutating (?:webhook|admission policy) ([^\s,:(]+)(?=[,:]| \()")
 MUTATION_REASONS = frozenset({"MutatingWebhook", "MutatedByWebhook"})
 # Answers that mean "the apiserver was busy or unreachable" until maxAttemptsPerObject ran out.

@@ -4,7 +4,7 @@ Recording is where the per-object rules apply: failures go to status (the first 
 events), a resource whose first writes are all forbidden is given up as a whole, and the first
 successful write of a resource teaches its current write format.
 
-Before a page is written the mutation guard (``admission/guard.py``) says which of its objects
+Before a page is written the mutation guard (``migration/mutation_guard.py``) says which of its objects
 a mutating webhook may change on our write: with ``spec.mutatingWebhooks: Refuse`` they are not
 written (each a ``MutatingWebhook`` failure naming the webhook), with ``Allow`` they are written
 and a change seen in the answer is a ``MutatedByWebhook`` failure. Either counts the object once,
@@ -17,10 +17,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kms_storage_migrator.admission.guard import MUTATED_BY_WEBHOOK, MUTATING_WEBHOOK, MutationGuard
 from kms_storage_migrator.migration.boundary import MigrationStopped, ResourceAbandoned
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.guidance import what_to_do
+from kms_storage_migrator.migration.mutation_guard import MUTATED_BY_WEBHOOK, MUTATING_WEBHOOK, MutationGuard
 from kms_storage_migrator.migration.outcome import FAILED_OUTCOMES, Outcome
 from kms_storage_migrator.migration.progress import MAX_FAILURES, Failure, MigrationProgress, ResourceProgress
 from kms_storage_migrator.migration.rewrite import Rewriter, RewriteResult, RewriteTarget

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from kms_storage_migrator.admission.guard import MutationGuard
 from kms_storage_migrator.convergence.gate import Converged, GateResult
 from kms_storage_migrator.kube import KubeApi
 from kms_storage_migrator.migration.boundary import (
@@ -39,6 +38,7 @@ from kms_storage_migrator.migration.key_gate import (
     decide_gate,
     previous_keys,
 )
+from kms_storage_migrator.migration.mutation_guard import MutationGuard
 from kms_storage_migrator.migration.outage import OutageWatch
 from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import (
