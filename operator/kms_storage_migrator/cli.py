@@ -28,7 +28,7 @@ SUBCOMMANDS = {
     "kms-plugin": "kms_storage_migrator.kms.command",
     "dev-cluster": "kms_storage_migrator.devcluster.command",
     "status": "kms_storage_migrator.statusview.command",
-    "preflight": "kms_storage_migrator.preflight.command",
+    "preflight": "kms_storage_migrator.preflight_command",
 }
 # `kubectl storagemigration status NAME` runs the console script kubectl-storagemigration with
 # `status NAME`: the same subcommands, under kubectl's name.

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kms_storage_migrator.admission.mutation import ListedMetadata, mutations
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.reader import WebhookReader, intercepting_webhooks
 from kms_storage_migrator.admission.webhooks import WebhookKind
 from kms_storage_migrator.kube import ApiError, PatchAnswer
@@ -22,7 +23,6 @@ from kms_storage_migrator.migration.boundary import MigrationFailed
 from kms_storage_migrator.migration.format_learning import FormatLearner
 from kms_storage_migrator.migration.mutation_guard import MUTATED_BY_WEBHOOK, MUTATING_WEBHOOK, MutationGuard
 from kms_storage_migrator.migration.page_writer import PageWriter
-from kms_storage_migrator.migration.plan import MutatingWebhookPolicy
 from kms_storage_migrator.migration.progress import MigrationProgress, ResourceProgress
 from kms_storage_migrator.migration.ratelimit import AdaptiveRateLimiter
 from kms_storage_migrator.migration.resource_choice import ServedResource

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.kube import ApiError
 from kms_storage_migrator.migration.boundary import DiscoveryError, InfrastructureUnavailable
 from kms_storage_migrator.migration.discovery import discover
 from kms_storage_migrator.migration.plan import (
     MigrationSpec,
     Mode,
-    MutatingWebhookPolicy,
     PlanError,
     PreflightPolicy,
     RunDefaults,

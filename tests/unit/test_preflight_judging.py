@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.webhooks import MatchPolicy, Webhook, WebhookKind
-from kms_storage_migrator.migration.plan import MutatingWebhookPolicy, PreflightPolicy
+from kms_storage_migrator.migration.plan import PreflightPolicy
 from kms_storage_migrator.migration.preflight_gate import (
     MAX_PREFLIGHT_NOTES,
     decide_preflight,

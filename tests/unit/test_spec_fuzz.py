@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.migration.plan import (
     MAX_ATTEMPTS,
     MAX_CONCURRENCY,
     MAX_PAGE_SIZE,
     MAX_QPS,
     MigrationSpec,
-    MutatingWebhookPolicy,
     PlanError,
     PreflightPolicy,
 )

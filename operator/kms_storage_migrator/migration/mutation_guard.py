@@ -27,11 +27,11 @@ from kms_storage_migrator.admission.matching import (
     interceptions,
     needs_namespace_labels,
 )
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.reader import WebhookReader
 from kms_storage_migrator.admission.webhooks import Webhook, WebhookKind
 from kms_storage_migrator.kube import ApiError, TransportError
 from kms_storage_migrator.migration.boundary import MigrationFailed, as_retryable
-from kms_storage_migrator.migration.plan import MutatingWebhookPolicy
 from kms_storage_migrator.migration.ports import ReadPort
 from kms_storage_migrator.migration.ratelimit import transient_retrying
 

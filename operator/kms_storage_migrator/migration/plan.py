@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.migration.durations import DurationError, parse_duration
 from kms_storage_migrator.migration.selection import Selection, SelectionError, parse_selection
 
@@ -36,13 +37,6 @@ class PreflightPolicy(StrEnum):
 
     WARN = "Warn"  # warnings are shown in status and events; the migration goes on
     ENFORCE = "Enforce"  # any warning ends the migration Failed before its first write
-
-
-class MutatingWebhookPolicy(StrEnum):
-    """Whether resources a mutating admission webhook intercepts on UPDATE/PATCH are written."""
-
-    REFUSE = "Refuse"  # a mutating webhook could change the object on our no-op write: skip it
-    ALLOW = "Allow"  # the user accepts that risk: write them like any other resource
 
 
 @dataclass(frozen=True)

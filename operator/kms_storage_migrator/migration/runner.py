@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.convergence.gate import Converged, GateResult
 from kms_storage_migrator.kube import KubeApi
 from kms_storage_migrator.migration.boundary import (
@@ -44,7 +45,6 @@ from kms_storage_migrator.migration.page_writer import PageWriter
 from kms_storage_migrator.migration.plan import (
     MigrationSpec,
     Mode,
-    MutatingWebhookPolicy,
     PinnedMode,
     PlanError,
     pin_mode,

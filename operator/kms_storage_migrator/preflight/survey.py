@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol
 
+from kms_storage_migrator.admission.matching import Resource
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.reader import intercepting_webhooks
 from kms_storage_migrator.admission.webhooks import Webhook
 from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
-from kms_storage_migrator.migration.plan import MutatingWebhookPolicy
-from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.preflight.conversion import (
     CONVERSION_CHECK,
     ConversionWebhook,
@@ -59,6 +60,13 @@ REVIEW_CONCURRENCY = 8  # access reviews in flight at once: cheap for the apiser
 CONNECT_TIMEOUT_SECONDS = 3.0  # a webhook server that takes longer to accept is as good as away
 
 
+class SurveyedResource(Resource, Protocol):
+    """A selected resource as discovery serves it (the engine's ``ServedResource`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+
 class PreflightSurvey:
     """The checks of one cluster; ``run`` asks them for one migration's selected resources."""
 
@@ -82,7 +90,7 @@ class PreflightSurvey:
 
     async def run(
         self,
-        resources: Sequence[ServedResource],
+        resources: Sequence[SurveyedResource],
         reference: WriteFormat | None,
         mutating_webhooks: MutatingWebhookPolicy = MutatingWebhookPolicy.REFUSE,
         *,
@@ -117,14 +125,14 @@ class PreflightSurvey:
         except (ApiError, TransportError) as error:
             return metrics_unreadable(str(error))
 
-    async def permissions(self, resources: Sequence[ServedResource]) -> list[Finding]:
+    async def permissions(self, resources: Sequence[SurveyedResource]) -> list[Finding]:
         subject = self._who
         wildcard = [await review(self._api, p, self._subject) for p in wildcard_permissions()]
         if covered_by_wildcard(wildcard):
             return [judge_wildcard(subject)]
         limit = asyncio.Semaphore(REVIEW_CONCURRENCY)
 
-        async def judge(served: ServedResource) -> Finding | None:
+        async def judge(served: SurveyedResource) -> Finding | None:
             selected = SelectedResource(served.group, served.resource)
             async with limit:
                 answers = [await review(self._api, p, self._subject) for p in resource_permissions(selected)]
@@ -135,7 +143,7 @@ class PreflightSurvey:
         failing = sum(f.verdict is Verdict.FAIL for f in refused)
         return [judge_access_summary(subject, len(resources), failing), *refused]
 
-    async def conversion(self, resources: Sequence[ServedResource]) -> list[Finding]:
+    async def conversion(self, resources: Sequence[SurveyedResource]) -> list[Finding]:
         custom = {r.name: r for r in resources if "." in r.group}  # CRD groups always hold a dot
         if not custom:
             return []
@@ -154,7 +162,7 @@ class PreflightSurvey:
         hooks = conversion_webhooks(crds, custom)
         return [await self._try_conversion(hook, custom[hook.name]) for hook in hooks]
 
-    async def _try_conversion(self, hook: ConversionWebhook, served: ServedResource) -> Finding:
+    async def _try_conversion(self, hook: ConversionWebhook, served: SurveyedResource) -> Finding:
         # The version the walk lists in, and the storage version: either may need the webhook.
         versions = [served.version, *([hook.storage_version] if hook.storage_version else [])]
         for version in dict.fromkeys(versions):
@@ -166,7 +174,7 @@ class PreflightSurvey:
         return judge_conversion(hook, versions, None)
 
     async def webhooks(
-        self, resources: Sequence[ServedResource], policy: MutatingWebhookPolicy
+        self, resources: Sequence[SurveyedResource], policy: MutatingWebhookPolicy
     ) -> list[Finding]:
         """One warning per admission webhook that intercepts (or may) our writes of a resource."""
         try:

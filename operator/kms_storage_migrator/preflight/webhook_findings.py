@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.webhooks import Webhook, WebhookKind
-from kms_storage_migrator.migration.plan import MutatingWebhookPolicy
 from kms_storage_migrator.preflight.findings import Finding, Verdict
 
 WEBHOOK_CHECK = "admission webhook"

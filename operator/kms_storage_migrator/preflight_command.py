@@ -2,7 +2,7 @@
 
 Read-only: access reviews (the caller's own, or a ServiceAccount's with --service-account), the
 apiserver's /metrics, CRDs and one-item lists, and with etcd flags an etcd key count and a Txn
-that cannot write. The same survey (``survey.py``) as the phase, plus the operator's whole
+that cannot write. The same survey (``preflight/survey.py``) as the phase, plus the operator's whole
 ClusterRole. Exits 1 when any check fails (with --enforce: or warns), so a pipeline can stop
 before the migration starts.
 """
