@@ -161,11 +161,17 @@ def draw_chart(runs: list[Run], path: Path, memory_runs: list[Run] | None = None
     for axis, scenario in zip(axes, scenarios, strict=False):
         rows = [r for r in runs if r.scenario == scenario and r.objects == largest]
         colours = ["tab:grey" if r.contender in (CEILING, SCAN) else "tab:blue" for r in rows]
+        # The load each ran under, in the label: it moves the bars more than most changes do,
+        # and it tells apart two runs of one contender.
+        labels = [
+            f"{r.contender} (load {r.load_low:.0f}-{r.load_high:.0f})" if r.load_high else r.contender
+            for r in rows
+        ]
         if any(r.contender == SCAN for r in rows):  # nothing to rewrite: time is the figure
-            axis.barh([r.contender for r in rows], [r.seconds for r in rows], color=colours)
+            axis.barh(labels, [r.seconds for r in rows], color=colours)
             axis.set_title(f"{scenario}, {largest:,} objects: seconds (less is better)")
         else:
-            axis.barh([r.contender for r in rows], [r.objects_per_second for r in rows], color=colours)
+            axis.barh(labels, [r.objects_per_second for r in rows], color=colours)
             axis.set_title(f"{scenario}, {largest:,} objects: stale objects/s")
         axis.invert_yaxis()
     memory = axes[-1]
