@@ -279,7 +279,8 @@ class MigrationRunner:
         self.progress.track(result.chosen, result.dropped)
         if self._mode is Mode.FULL:
             await self._full.prepare(self._pending())
-        await self._publisher.publish(force=True)
+        # No publish of its own: every step begins by entering its phase, which publishes what
+        # discovery found with it (a publish here printed a second, identical `get -w` row).
 
     async def _convert_checkpoints(self, pinned: PinnedMode) -> None:
         """Targeted -> Full: an etcd key checkpoint becomes the list position it names."""
@@ -319,7 +320,7 @@ class MigrationRunner:
         await self._sink.event(kind, outcome.reason, outcome.message)
         if not outcome.proceed:
             raise MigrationFailed(outcome.message)
-        await self._publisher.publish(force=True)
+        # The findings and condition go out with the next phase's first publish, a moment later.
 
     async def _await_key(self) -> None:
         await self._enter(
