@@ -18,9 +18,7 @@ from typing import Any
 
 import pytest
 from fault_tools import (
-    AdmissionWebhook,
     FaultWorld,
-    Verdict,
     assert_migrated,
     content_hashes,
     fault_world,
@@ -28,6 +26,7 @@ from fault_tools import (
     migration_spec,
     scaled,
 )
+from webhook_server import AdmissionWebhook, Verdict
 
 pytestmark = pytest.mark.integration
 
