@@ -19,6 +19,7 @@ from kms_storage_migrator.preflight.exposure import (
     advice,
     describe,
     exposed_secrets,
+    exposure_unknown,
     full_run_notice,
     judge_exposure,
     seen_by,
@@ -57,6 +58,13 @@ def test_the_full_run_notice_says_what_the_operator_did_and_what_to_do() -> None
     assert notice.startswith(describe(["a/y", "b/x"]))
     assert "dropped it unread" in notice
     assert "what to do: remove the copy, e.g. kubectl annotate secret -n a y " in notice
+
+
+def test_secrets_that_cannot_be_listed_only_warn_and_name_no_object() -> None:
+    finding = exposure_unknown(500, "StorageReadError")
+    assert finding.verdict is Verdict.WARN
+    assert "HTTP 500 StorageReadError" in finding.detail
+    assert finding.resource == "core/secrets"
 
 
 def test_a_stand_in_client_has_seen_none() -> None:

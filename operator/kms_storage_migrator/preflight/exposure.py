@@ -55,6 +55,19 @@ def judge_exposure(names: Collection[str]) -> Finding:
     return Finding(CHECK, Verdict.WARN, describe(names), advice(names), resource="core/secrets")
 
 
+def exposure_unknown(status: int, reason: str) -> Finding:
+    """The finding when Secrets could not be listed: the check is advisory, the run goes on."""
+    return Finding(
+        CHECK,
+        Verdict.WARN,
+        f"could not list Secret metadata to look for the {LAST_APPLIED_ANNOTATION} annotation "
+        f"(HTTP {status} {reason})",
+        "a StorageReadError names a stored Secret the apiserver cannot read, which the migration "
+        "reports as a failure of its own; otherwise check that the operator may list Secrets",
+        resource="core/secrets",
+    )
+
+
 def full_run_notice(names: Collection[str]) -> str | None:
     """The event and log text at the end of a Full run that listed such Secrets (None: none did)."""
     if not names:

@@ -16,7 +16,7 @@ from kms_storage_migrator.admission.matching import Resource
 from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.reader import intercepting_webhooks
 from kms_storage_migrator.admission.webhooks import Webhook
-from kms_storage_migrator.kube import ApiError, KubeApi, TransportError
+from kms_storage_migrator.kube import STORAGE_READ_ERROR, ApiError, KubeApi, TransportError
 from kms_storage_migrator.preflight.conversion import (
     CONVERSION_CHECK,
     ConversionWebhook,
@@ -24,7 +24,7 @@ from kms_storage_migrator.preflight.conversion import (
     judge_conversion,
 )
 from kms_storage_migrator.preflight.etcd_probe import check_reach, check_read_only
-from kms_storage_migrator.preflight.exposure import exposed_secrets, judge_exposure
+from kms_storage_migrator.preflight.exposure import exposed_secrets, exposure_unknown, judge_exposure
 from kms_storage_migrator.preflight.findings import (
     Finding,
     Verdict,
@@ -106,7 +106,7 @@ class PreflightSurvey:
         findings += await self.webhooks(resources, mutating_webhooks)
         findings += await self.conversion(resources)
         if secrets_exposure and any(r.name == SECRETS for r in resources):
-            findings.append(judge_exposure(await exposed_secrets(self._api)))
+            findings.append(await self._exposure())
         if self._etcd is not None:
             findings += await self._etcd_checks(self._etcd)
         return findings
@@ -118,6 +118,16 @@ class PreflightSurvey:
             if self._wait_out_outages:
                 raise  # the driver keeps the phase and waits until etcd answers again
             return [etcd_unreachable(etcd.display, str(error))]
+
+    async def _exposure(self) -> Finding:
+        try:
+            return judge_exposure(await exposed_secrets(self._api))
+        except ApiError as error:
+            # A Secret the apiserver cannot decode fails every list of Secrets (500
+            # StorageReadError): no outage to wait out, and the Full walk steps past it later.
+            if error.reason != STORAGE_READ_ERROR:
+                _raise_if_transient(error)
+            return exposure_unknown(error.status, error.reason)
 
     async def _metrics(self) -> Finding:
         try:
