@@ -152,9 +152,10 @@ def test_fuzzed_specs_admission_and_engine_agree(world: FaultWorld, spec: dict[s
     parsed = MigrationSpec.from_spec(stored["spec"])
     include = (stored["spec"].get("resources") or {}).get("include") or ["*/*"]
     assert [str(p) for p in parsed.selection.include] == include
-    # The two policies default at admission, and the engine reads what was stored.
-    assert stored["spec"]["preflight"] == spec.get("preflight", "Warn") == parsed.preflight.value
-    assert stored["spec"]["mutatingWebhooks"] == spec.get("mutatingWebhooks", "Refuse")
+    # The two policies default at admission (a null counts as unset), and the engine reads
+    # what was stored.
+    assert stored["spec"]["preflight"] == (spec.get("preflight") or "Warn") == parsed.preflight.value
+    assert stored["spec"]["mutatingWebhooks"] == (spec.get("mutatingWebhooks") or "Refuse")
     assert parsed.mutating_webhooks.value == stored["spec"]["mutatingWebhooks"]
 
 
