@@ -18,14 +18,17 @@ Every error ends up as one of five things, and only here is that decided:
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import KMS_PREFIX, ApiError, TransportError
 from kms_storage_migrator.migration.outcome import Outcome
 from kms_storage_migrator.migration.plan import PlanError
-from kms_storage_migrator.migration.ratelimit import RetryableFailure, is_retryable_status
+from kms_storage_migrator.migration.ratelimit import RetryableFailure, is_retryable_status, transient_retrying
 from kms_storage_migrator.storage.etcd import EtcdUnavailable
 
 
@@ -125,6 +128,27 @@ def as_retryable(error: ApiError | TransportError) -> RetryableFailure | None:
     if is_retryable_status(error.status):
         return RetryableFailure(error.reason, error.message, error.retry_after)
     return None
+
+
+T = TypeVar("T")
+
+
+async def with_transient_retries(
+    request: Callable[[], Awaitable[T]],
+    attempts: int,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """One read under the transient retry policy: a single 503 must not end or shrink a migration."""
+    async for attempt in transient_retrying(attempts, sleep):
+        with attempt:
+            try:
+                return await request()
+            except (ApiError, TransportError) as error:
+                retryable = as_retryable(error)
+                if retryable is None:
+                    raise
+                raise retryable from error
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
 
 def at_phase_level(error: Exception) -> Exception | None:

@@ -6,18 +6,18 @@ What to keep of it is decided in ``resource_choice.py`` (pure).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from kms_storage_migrator.kube import ApiError, TransportError
+from kms_storage_migrator.kube import ApiError
 from kms_storage_migrator.migration.boundary import (
     APISERVER,
     DiscoveryError,
     InfrastructureUnavailable,
-    as_retryable,
+    with_transient_retries,
 )
 from kms_storage_migrator.migration.ports import ReadPort
-from kms_storage_migrator.migration.ratelimit import RetryableFailure, transient_retrying
+from kms_storage_migrator.migration.ratelimit import RetryableFailure
 from kms_storage_migrator.migration.resource_choice import (
     DiscoveryResult,
     DroppedResource,
@@ -102,21 +102,7 @@ async def _fetch_group(
 
 
 async def _get(api: ReadPort, path: str, attempts: int) -> dict[str, Any]:
-    return await _with_retries(lambda: api.get_json(path), attempts)
-
-
-async def _with_retries(request: Callable[[], Awaitable[dict[str, Any]]], attempts: int) -> dict[str, Any]:
-    """One request under the transient retry policy: a single 503 must not end or shrink a migration."""
-    async for attempt in transient_retrying(attempts):
-        with attempt:
-            try:
-                return await request()
-            except (ApiError, TransportError) as error:
-                retryable = as_retryable(error)
-                if retryable is None:
-                    raise
-                raise retryable from error
-    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+    return await with_transient_retries(lambda: api.get_json(path), attempts)
 
 
 def _describe(error: ApiError | RetryableFailure) -> str:
@@ -132,7 +118,7 @@ def _document(group: str, version: str, body: Mapping[str, Any], local: bool) ->
 async def _aggregated_group_versions(api: ReadPort, attempts: int) -> set[str] | None:
     """Names of APIServices served by another API server, or None when they cannot be listed."""
     try:
-        page = await _with_retries(
+        page = await with_transient_retries(
             lambda: api.list_metadata(APISERVICES_PATH, limit=500, continue_token=None), attempts
         )
     except (ApiError, RetryableFailure) as error:

@@ -30,10 +30,9 @@ from kms_storage_migrator.admission.matching import (
 from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.reader import WebhookReader
 from kms_storage_migrator.admission.webhooks import Webhook, WebhookKind
-from kms_storage_migrator.kube import ApiError, TransportError
-from kms_storage_migrator.migration.boundary import MigrationFailed, as_retryable
+from kms_storage_migrator.kube import ApiError
+from kms_storage_migrator.migration.boundary import MigrationFailed, with_transient_retries
 from kms_storage_migrator.migration.ports import ReadPort
-from kms_storage_migrator.migration.ratelimit import transient_retrying
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +133,4 @@ class MutationGuard:
             )
 
     async def _retried(self, read: Callable[[], Awaitable[T]]) -> T:
-        async for attempt in transient_retrying(self._attempts, self._sleep):
-            with attempt:
-                try:
-                    return await read()
-                except (ApiError, TransportError) as error:
-                    retryable = as_retryable(error)
-                    if retryable is None:
-                        raise
-                    raise retryable from error
-        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+        return await with_transient_retries(read, self._attempts, self._sleep)
