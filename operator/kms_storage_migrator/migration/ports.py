@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from kms_storage_migrator.kube import PatchAnswer
 from kms_storage_migrator.storage.etcd import RawEntry
 
 
@@ -30,6 +31,7 @@ class PatchPort(Protocol):
         *,
         content_type: str = ...,
         params: Mapping[str, str] | None = None,
+        answer: PatchAnswer = ...,  # a Table with only the new resourceVersion, unless asked
     ) -> dict[str, Any]: ...
 
 

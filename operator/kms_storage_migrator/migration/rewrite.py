@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from kms_storage_migrator.admission.mutation import ListedMetadata, mutations
 from kms_storage_migrator.kube import (
@@ -73,20 +73,6 @@ class RewriteResult:
     message: str = ""
     # What admission changed on this write, one clause each (only when the write was watched).
     mutations: tuple[str, ...] = ()
-
-
-class MetadataPatchPort(Protocol):
-    """``kube.KubeApi.patch`` with the choice of answer: only a watched write asks for metadata."""
-
-    async def patch(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        content_type: str = ...,
-        params: Mapping[str, str] | None = None,
-        answer: PatchAnswer = ...,
-    ) -> dict[str, Any]: ...
 
 
 class RewriteObserver(Protocol):
@@ -185,8 +171,7 @@ class Rewriter:
         try:
             if watch:
                 # The answer must carry the object's metadata to show what admission changed.
-                # (ports.PatchPort has no `answer` yet; KubeApi, the only real port, takes it.)
-                body = await cast(MetadataPatchPort, self._api).patch(
+                body = await self._api.patch(
                     path,
                     rewrite_body(target, self._method),
                     content_type=content_type,
