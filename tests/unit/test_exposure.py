@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from local_server import serving
 
 from kms_storage_migrator.inventory.command import selects_secrets
 from kms_storage_migrator.kube import LAST_APPLIED_ANNOTATION, ApiCredentials, KubeApi
@@ -93,13 +94,8 @@ async def _secrets(request: web.Request) -> web.Response:
 async def server() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/api/v1/secrets", _secrets)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_every_page_is_listed_and_only_names_are_kept(server: str) -> None:

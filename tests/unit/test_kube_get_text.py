@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from local_server import serving
 
 from kms_storage_migrator.kube import ApiCredentials, ApiError, KubeApi, ResponseTooLarge, TransportError
 
@@ -51,13 +52,8 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/streamed", _streamed)
     app.router.add_get("/declared", _declared)
     app.router.add_get("/forbidden", _forbidden)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_text_comes_back_with_token_and_text_accept(server: str) -> None:

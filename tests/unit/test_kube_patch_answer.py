@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from local_server import serving
 
 from kms_storage_migrator.kube import (
     LAST_APPLIED_ANNOTATION,
@@ -60,13 +61,8 @@ async def server() -> AsyncIterator[str]:
     app.router.add_patch("/conflict", _conflict)
     app.router.add_get("/api/v1/secrets", _list)
     app.router.add_get("/api/v1/configmaps", _list)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_by_default_a_patch_asks_for_a_table_without_the_object(server: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from aiohttp import web
+from local_server import serving
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.kube import (
@@ -176,13 +177,8 @@ async def checker() -> AsyncIterator[tuple[TokenChecker, str]]:
     checker = TokenChecker()
     app = web.Application()
     app.router.add_get("/api", checker.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield checker, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield checker, url
 
 
 async def test_a_401_reruns_the_plugin_once_and_the_next_request_passes(
