@@ -323,14 +323,27 @@ class MigrationRunner:
         # The findings and condition go out with the next phase's first publish, a moment later.
 
     async def _await_key(self) -> None:
+        # Not stored on entry: the gate's first answer (a wait) or its pass (the write the
+        # reference is learned from) stores the phase. An entry of its own printed the same
+        # `get sm -w` row two or three times when the keys already agreed, the common case.
         await self._enter(
-            Phase.WAITING_FOR_KEY, "waiting until every apiserver writes with the KMS's current key"
+            Phase.WAITING_FOR_KEY,
+            "waiting until every apiserver writes with the KMS's current key",
+            publish=False,
         )
-        await self._pass_gate()
+        await self._pass_gate(None)
 
-    async def _pass_gate(self) -> None:
-        """Block until the apiservers converge; Failed with the laggards named on timeout."""
+    async def _pass_gate(self, message_after: str | None) -> None:
+        """Block until the apiservers converge; Failed with the laggards named on timeout.
+
+        The phase entered just before is stored by this gate's first publish, whose message is
+        then ``message_after`` (None: the gate's verdict): one `get sm -w` row, not one for the
+        entry and another for the pass.
+        """
         if self._gate is None:
+            if message_after is not None:  # a phase that lasts: show it (no wait ahead: skip)
+                self.progress.message = message_after
+                await self._publisher.publish(force=True)
             return
         started = self._started_at()
         timeout = self._spec.key_convergence_timeout
@@ -338,9 +351,9 @@ class MigrationRunner:
         async def show(result: GateResult) -> None:
             converged = isinstance(result, Converged)
             self._set_condition(KEY_CONVERGED, converged, result.reason, result.message)
-            if not converged:
+            if not converged:  # converged: the pass below publishes, once
                 self.progress.message = result.message
-            await self._publisher.publish(force=True)
+                await self._publisher.publish(force=True)
 
         result = await self._gate.wait(started, timeout, show)
         since = (datetime.now(UTC) - started).total_seconds()
@@ -354,6 +367,7 @@ class MigrationRunner:
             await self._publisher.publish(force=True)
             await self._sleep(outcome.wait_seconds)
         self._converged = outcome.key_id_hashes or {}
+        self.progress.message = outcome.message if message_after is None else message_after
         await self._publisher.publish(force=True)
         # Our CR was read at discovery, maybe under the old key; the status just published is
         # stored with the key every apiserver writes with now: that is the reference (and keyId).
@@ -438,9 +452,10 @@ class MigrationRunner:
             )
             await self._finish(decide(self.progress, None, self._mode))
             return
-        await self._enter(Phase.VERIFYING, "reading every selected object back from etcd")
+        reading = "reading every selected object back from etcd"
+        await self._enter(Phase.VERIFYING, reading, publish=False)
         # Again before judging: a key rotated during the rewrite makes "current" another key.
-        await self._pass_gate()
+        await self._pass_gate(reading)
         resources = []
         overruled = []
         for name, served in self._served.items():
@@ -490,17 +505,20 @@ class MigrationRunner:
         assert found is not None
         return found
 
-    async def _enter(self, phase: Phase, message: str) -> None:
+    async def _enter(self, phase: Phase, message: str, *, publish: bool = True) -> None:
+        """Set the phase; ``publish=False`` leaves storing it to the step's own first publish."""
         progress = self.progress
         if PHASE_ORDER.index(phase) < PHASE_ORDER.index(progress.phase):
             # A resumed run redoes discovery, but the phase reached says where to resume.
             progress.message = f"resuming in {progress.phase.value}: {message}"
-            await self._publisher.publish(force=True)
+            if publish:
+                await self._publisher.publish(force=True)
             return
         changed = progress.phase is not phase
         progress.phase = phase
         progress.message = message
-        await self._publisher.publish(force=True)
+        if publish:
+            await self._publisher.publish(force=True)
         if changed:
             await self._sink.event("Normal", phase.value, message)
 
