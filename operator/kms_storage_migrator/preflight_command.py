@@ -119,9 +119,14 @@ async def _check(
                 findings.append(etcd_unreachable(etcd.display, str(error)))
         answers = [await review(api, permission, subject) for permission in OPERATOR_PERMISSIONS]
         findings[:0] = judge_access(answers, "you" if subject is None else who(subject))
-        chosen = (await discover(api, selection)).chosen
+        discovered = await discover(api, selection)
         caller = "you" if subject is None else None
         survey = PreflightSurvey(api, reader, root=root, subject=subject, caller=caller)
         # No StorageMigration to read back here: the write format is judged from /metrics.
-        findings += await survey.run(chosen, None, secrets_exposure=True)
+        findings += await survey.run(
+            discovered.chosen,
+            None,
+            secrets_exposure=True,
+            aggregated=[(d.name, d.reason) for d in discovered.dropped if d.aggregated],
+        )
     return findings

@@ -8,7 +8,8 @@ One cluster for the module, in four steps that build on each other (the tests ru
 3. the operator runs as a ServiceAccount that may not patch Secrets, and a CRD's conversion
    webhook does not answer: both resources are reported and marked Failed before any write,
    the ConfigMaps migrate (Warn mode goes on past the etcd warning and a dead validating
-   webhook on ConfigMaps, listed with its failurePolicy and that it does not answer);
+   webhook on ConfigMaps, listed with its failurePolicy and that it does not answer; an
+   aggregated API whose server is away, listed as left out with the reason, a pass);
 4. etcd auth on, the reader role read-only: no warning, so an Enforce run goes on and succeeds.
 
 "Nothing written" is judged from etcd itself (etcdctl's mod revisions), not from the operator.
@@ -39,6 +40,22 @@ WIDGETS = "/registry/preflight.example.com/widgets/"
 GROUP = "preflight.example.com"
 OPERATOR_SA = "preflight-operator"
 SELECTION = {"include": ["core/configmaps", "core/secrets"]}
+
+# An aggregated API whose server is not there: discovery leaves it out, preflight says why.
+AGGREGATED = "v1.aggregated.preflight.example.com"
+DEAD_APISERVICE = {
+    "apiVersion": "apiregistration.k8s.io/v1",
+    "kind": "APIService",
+    "metadata": {"name": AGGREGATED},
+    "spec": {
+        "group": "aggregated.preflight.example.com",
+        "version": "v1",
+        "service": {"namespace": "default", "name": "nothing-serves-this", "port": 443},
+        "insecureSkipTLSVerify": True,
+        "groupPriorityMinimum": 1000,
+        "versionPriority": 15,
+    },
+}
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -250,6 +267,7 @@ def test_a_resource_it_may_not_patch_and_a_broken_conversion_webhook_fail_before
     widget = {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": "w-1"}}
     cluster.kubectl("create", "-f", "-", input=json.dumps(widget))  # v1 is stored: no conversion
     cluster.kubectl("apply", "-f", "-", input=json.dumps(DEAD_VALIDATOR))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(DEAD_APISERVICE))
     kubeconfig = _service_account_kubeconfig(world)
     secrets_before = world.revisions(SECRETS)
     widgets_before = world.revisions(WIDGETS)
@@ -276,6 +294,12 @@ def test_a_resource_it_may_not_patch_and_a_broken_conversion_webhook_fail_before
         "failurePolicy Ignore) intercepts the write of core/configmaps; "
         "https://127.0.0.1:1/validate: does not answer"
     ), webhook["message"]
+    # Listed with the reason, and a pass: its objects are not in this etcd.
+    aggregated = _finding(done, "aggregated APIs")
+    assert aggregated["verdict"] == "ok"
+    assert "aggregated.preflight.example.com/* (aggregated API server unavailable (" in aggregated["message"]
+    assert "not stored in this apiserver's etcd" in aggregated["message"]
+    cluster.kubectl("delete", "apiservice", AGGREGATED)
     condition = _condition(done, "PreflightPassed")
     assert (condition["status"], condition["reason"]) == ("False", "ResourcesFailed")
     assert status["phase"] == "Failed"  # not everything selected was migrated, and it says so

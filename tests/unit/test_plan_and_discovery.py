@@ -177,6 +177,9 @@ def test_choose_says_why_each_type_was_dropped() -> None:
     assert "second name" in dropped["events.k8s.io/events"]
     assert "aggregated" in dropped["metrics.k8s.io/pods"]
     assert "virtual" in dropped["core/bindings"]
+    # Only what an aggregated API server serves is marked so (preflight lists those).
+    result = choose_resources(DOCUMENTS, parse_selection(None, None))
+    assert [d.name for d in result.dropped if d.aggregated] == ["metrics.k8s.io/pods"]
     assert "virtual" in dropped["authentication.k8s.io/tokenreviews"]
     assert "cannot be patched" in dropped["core/componentstatuses"]
     assert "1 subresources" in dropped["*/*/<subresource>"]
@@ -269,6 +272,7 @@ async def test_an_unavailable_aggregated_group_is_dropped_with_the_reason() -> N
     result = await discover(api, parse_selection(None, None), attempts=2)
     dropped = {d.name: d.reason for d in result.dropped}
     assert "aggregated API server unavailable (ServiceUnavailable)" in dropped["metrics.k8s.io/*"]
+    assert [d.name for d in result.dropped if d.aggregated] == ["metrics.k8s.io/*"]
 
 
 async def test_an_unavailable_local_group_is_an_outage_to_wait_out_not_a_failure() -> None:

@@ -12,6 +12,7 @@ from kms_storage_migrator.migration.preflight_gate import (
     decide_preflight,
     notes,
 )
+from kms_storage_migrator.preflight.aggregated import judge_aggregated
 from kms_storage_migrator.preflight.conversion import conversion_webhooks, endpoint_of, judge_conversion
 from kms_storage_migrator.preflight.etcd_access import WriteAnswer, judge_etcd_write, probe_key
 from kms_storage_migrator.preflight.findings import AccessAnswer, Finding, Verdict, metrics_unreadable
@@ -307,3 +308,28 @@ async def test_an_etcd_outage_is_waited_out_by_a_migration_and_reported_by_the_c
     [finding] = await command._etcd_checks(_EtcdAway())  # type: ignore[arg-type]
     assert finding.verdict is Verdict.FAIL
     assert "connection refused" in finding.detail
+
+
+def test_aggregated_apis_are_listed_with_their_reason_and_pass() -> None:
+    assert judge_aggregated([]) is None
+    served = "served by an aggregated API server, not stored in this apiserver's etcd"
+    away = "aggregated API server unavailable (503 ServiceUnavailable): not stored here"
+    finding = judge_aggregated(
+        [("metrics.k8s.io/pods", served), ("metrics.k8s.io/nodes", served), ("custom.example.com/*", away)]
+    )
+    assert finding is not None
+    assert finding.verdict is Verdict.OK  # their objects are not in this etcd: nothing to stop
+    assert finding.detail == (
+        "3 left out, their objects are not stored in this apiserver's etcd: "
+        f"custom.example.com/* ({away}); metrics.k8s.io/nodes, metrics.k8s.io/pods ({served})"
+    )
+    assert "each aggregated API server stores its objects itself" in finding.what_to_do
+
+
+def test_many_aggregated_resources_are_named_up_to_a_bound() -> None:
+    reason = "served by an aggregated API server"
+    finding = judge_aggregated([(f"big.example.com/r{index:02d}", reason) for index in range(20)])
+    assert finding is not None
+    assert finding.detail.startswith("20 left out")
+    assert "big.example.com/r07 and 12 more (served by an aggregated API server)" in finding.detail
+    assert "r08" not in finding.detail

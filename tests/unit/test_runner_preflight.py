@@ -39,6 +39,7 @@ class ScriptedChecks:
         self.asked: list[list[str]] = []
         self.references: list[WriteFormat | None] = []
         self.exposure: list[bool] = []
+        self.aggregated: list[list[tuple[str, str]]] = []
 
     async def run(
         self,
@@ -47,8 +48,10 @@ class ScriptedChecks:
         mutating_webhooks: object,
         *,
         secrets_exposure: bool,
+        aggregated: Sequence[tuple[str, str]],
     ) -> list[Finding]:
         self.exposure.append(secrets_exposure)
+        self.aggregated.append(list(aggregated))
         self.asked.append([r.name for r in resources])
         self.references.append(reference)
         return self.findings

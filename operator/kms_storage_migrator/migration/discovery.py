@@ -97,7 +97,9 @@ async def _fetch_group(
                 "itself, so its resources cannot be left out"
             ) from error
         log.warning("discovery of aggregated %s/%s failed: %s", name, version, cause)
-        return DroppedResource(f"{name}/*", f"aggregated API server unavailable ({cause}): not stored here")
+        return DroppedResource(
+            f"{name}/*", f"aggregated API server unavailable ({cause}): not stored here", aggregated=True
+        )
     return _document(name, version, body, local)
 
 

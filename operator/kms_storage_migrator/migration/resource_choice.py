@@ -22,6 +22,9 @@ class DroppedResource:
 
     name: str
     reason: str
+    # Served by an aggregated API server, which keeps its objects in its own storage: preflight
+    # names these (kept in memory only; discovery runs again on every resume).
+    aggregated: bool = False
 
     def to_status(self) -> dict[str, str]:
         return {"name": self.name, "reason": self.reason}
@@ -99,7 +102,7 @@ def choose_resources(documents: Iterable[GroupVersionResources], selection: Sele
                 continue
             reason = _drop_reason(served, document.local)
             if reason:
-                dropped.append(DroppedResource(served.name, reason))
+                dropped.append(DroppedResource(served.name, reason, aggregated=not document.local))
             else:
                 chosen.append(served)
     if subresources:

@@ -112,6 +112,7 @@ class PreflightChecks(Protocol):
         mutating_webhooks: MutatingWebhookPolicy,
         *,
         secrets_exposure: bool,
+        aggregated: Sequence[tuple[str, str]],
     ) -> list[Finding]: ...
 
 
@@ -307,6 +308,7 @@ class MigrationRunner:
             self._spec.mutating_webhooks,
             # Full lists Secret metadata anyway; Targeted never does, and must not start here.
             secrets_exposure=self._mode is Mode.FULL,
+            aggregated=[(d.name, d.reason) for d in self.progress.dropped if d.aggregated],
         )
         outcome = decide_preflight(findings, self._spec.preflight, len(self._served))
         self.progress.preflight = notes(findings)

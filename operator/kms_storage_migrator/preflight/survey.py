@@ -17,6 +17,7 @@ from kms_storage_migrator.admission.policy import MutatingWebhookPolicy
 from kms_storage_migrator.admission.reader import intercepting_webhooks
 from kms_storage_migrator.admission.webhooks import Webhook
 from kms_storage_migrator.kube import STORAGE_READ_ERROR, ApiError, KubeApi, TransportError
+from kms_storage_migrator.preflight.aggregated import judge_aggregated
 from kms_storage_migrator.preflight.conversion import (
     CONVERSION_CHECK,
     ConversionWebhook,
@@ -95,8 +96,12 @@ class PreflightSurvey:
         mutating_webhooks: MutatingWebhookPolicy = MutatingWebhookPolicy.REFUSE,
         *,
         secrets_exposure: bool = False,
+        aggregated: Sequence[tuple[str, str]] = (),
     ) -> list[Finding]:
         """``reference``: our own StorageMigration's stored format, when the caller read it.
+
+        ``aggregated``: (resource, reason) of what discovery left out as served by an aggregated
+        API server; listed as a finding of its own.
 
         ``secrets_exposure`` lists Secret metadata to find kubectl's last-applied copies of their
         data: only for callers that list Secrets anyway (a Full run, the command), never Targeted.
@@ -105,6 +110,9 @@ class PreflightSurvey:
         findings += await self.permissions(resources)
         findings += await self.webhooks(resources, mutating_webhooks)
         findings += await self.conversion(resources)
+        left_out = judge_aggregated(aggregated)
+        if left_out is not None:
+            findings.append(left_out)
         if secrets_exposure and any(r.name == SECRETS for r in resources):
             findings.append(await self._exposure())
         if self._etcd is not None:
