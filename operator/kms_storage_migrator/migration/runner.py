@@ -210,6 +210,9 @@ class MigrationRunner:
         self._mode = Mode.FULL
         self._served: dict[str, ServedResource] = {}
         self._converged: dict[str, str] = {}  # provider -> key id hash, after the gate
+        # Set when the gate passes: the next status stored is under the converged key, and our
+        # CR as etcd then holds it is the reference format (see _publish).
+        self._reference_due = False
 
     # ---- the driver ---------------------------------------------------------------------------
 
@@ -325,9 +328,8 @@ class MigrationRunner:
         # The findings and condition go out with the next phase's first publish, a moment later.
 
     async def _await_key(self) -> None:
-        # Not stored on entry: the gate's first answer (a wait) or its pass (the write the
-        # reference is learned from) stores the phase. An entry of its own printed the same
-        # `get sm -w` row two or three times when the keys already agreed, the common case.
+        # Stored only while the gate waits (its answers name the laggards); its pass is stored
+        # with the next phase. Entry and pass stores printed the same `get sm -w` row again.
         await self._enter(
             Phase.WAITING_FOR_KEY,
             "waiting until every apiserver writes with the KMS's current key",
@@ -338,9 +340,9 @@ class MigrationRunner:
     async def _pass_gate(self, message_after: str | None) -> None:
         """Block until the apiservers converge; Failed with the laggards named on timeout.
 
-        The phase entered just before is stored by this gate's first publish, whose message is
-        then ``message_after`` (None: the gate's verdict): one `get sm -w` row, not one for the
-        entry and another for the pass.
+        The phase entered just before is stored by the gate's first publish: one `get sm -w`
+        row, not one for the entry and another for the pass. ``message_after``: the phase's
+        message once passed, stored at once; None: stored with the next phase's entry.
         """
         if self._gate is None:
             if message_after is not None:  # a phase that lasts: show it (no wait ahead: skip)
@@ -369,12 +371,10 @@ class MigrationRunner:
             await self._publisher.publish(force=True)
             await self._sleep(outcome.wait_seconds)
         self._converged = outcome.key_id_hashes or {}
-        self.progress.message = outcome.message if message_after is None else message_after
-        await self._publisher.publish(force=True)
-        # Our CR was read at discovery, maybe under the old key; the status just published is
-        # stored with the key every apiserver writes with now: that is the reference (and keyId).
-        self.progress.key_id = None
-        await self._learner.learn_reference(self._cr_key)
+        self._reference_due = True
+        if message_after is not None:
+            self.progress.message = message_after
+            await self._publish()
 
     def _set_condition(self, kind: str, status: bool, reason: str, message: str) -> None:
         self.progress.conditions = set_condition(
@@ -439,7 +439,11 @@ class MigrationRunner:
                 await self._writer.announce()
                 if page.final:
                     entry.phase = ResourcePhase.DONE
-                await self._publisher.publish(force=True)
+                # A page that wrote something is stored at once: a crash must not write it again.
+                # One that wrote nothing (Targeted, all current) is cheap to read again, so its
+                # progress goes out with the publisher's interval: a status PATCH per page of
+                # current keys was most of what Targeted spent on a cluster with nothing stale.
+                await self._publisher.publish(force=page.final or bool(page.targets or page.unreadable))
                 await self._outages.settled()
                 self._check_suspend()  # the page is committed: a suspended run resumes after it
         except RetryableFailure as failure:
@@ -507,6 +511,19 @@ class MigrationRunner:
         assert found is not None
         return found
 
+    async def _publish(self) -> None:
+        """Store the status now; the first store after the key gate passed teaches the reference.
+
+        Our CR was read at discovery, maybe under the old key; a status stored once every
+        apiserver writes with the current key is stored with it: that is the reference format
+        (and keyId) every object is judged against.
+        """
+        await self._publisher.publish(force=True)
+        if self._reference_due:
+            self._reference_due = False
+            self.progress.key_id = None
+            await self._learner.learn_reference(self._cr_key)
+
     async def _enter(self, phase: Phase, message: str, *, publish: bool = True) -> None:
         """Set the phase; ``publish=False`` leaves storing it to the step's own first publish."""
         progress = self.progress
@@ -514,13 +531,13 @@ class MigrationRunner:
             # A resumed run redoes discovery, but the phase reached says where to resume.
             progress.message = f"resuming in {progress.phase.value}: {message}"
             if publish:
-                await self._publisher.publish(force=True)
+                await self._publish()
             return
         changed = progress.phase is not phase
         progress.phase = phase
         progress.message = message
         if publish:
-            await self._publisher.publish(force=True)
+            await self._publish()
         if changed:
             await self._sink.event("Normal", phase.value, message)
 
