@@ -93,7 +93,9 @@ class Counts:
         return dataclasses.replace(self)
 
     def to_status(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        # Not dataclasses.asdict: it deep-copies field by field, and status is built from every
+        # resource's counts (twice each) on every publish; it was 5% of a Targeted run's CPU.
+        return dict(self.__dict__)
 
     @classmethod
     def from_status(cls, document: Mapping[str, Any]) -> Counts:
