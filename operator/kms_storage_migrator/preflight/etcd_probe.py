@@ -1,8 +1,8 @@
 """The etcd side of preflight: reach and prefix, and the write question asked without writing.
 
 Judged in ``findings.py`` (reach, prefix) and ``etcd_access.py`` (read-only). The write question
-needs a Txn, which the read-only reader does not offer, so it borrows the reader's connection;
-the Txn can never write (see ``etcd_access.py``), and its key is random and never exists.
+needs a Txn, the one the reader sends (``EtcdReader.probe_write``); it can never
+write (see ``etcd_access.py``), because its key is random and never exists.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from kms_storage_migrator.preflight.findings import Finding, etcd_unreachable, j
 from kms_storage_migrator.storage.etcd import EtcdReader, EtcdUnavailable
 from kms_storage_migrator.storage.keys import EtcdRoot
 
-TXN_TIMEOUT_SECONDS = 10.0
 NEVER_STORED = b"x"  # compared with a key that does not exist: etcd always fails that compare
 
 
@@ -47,14 +46,9 @@ async def check_read_only(reader: EtcdReader, root: EtcdRoot) -> Finding:
 
 async def ask_write(reader: EtcdReader, key: str) -> tuple[WriteAnswer, str]:
     """Would etcd let this user Put ``key``? A Txn whose compare fails, so nothing is written."""
-    client = reader._client  # the reader's own connection: the same user and certificate
-    if client is None or client.kv is None:
-        raise RuntimeError("EtcdReader used outside 'async with'")
-    kv = client.kv
-    compare = kv.txn_compare_value(key, NEVER_STORED)
-    put = kv.txn_op_put(key, NEVER_STORED)
     try:
-        response = await kv.txn([compare], [put], timeout=TXN_TIMEOUT_SECONDS, max_attempts=1)
+        # The reader's own connection: the same user and certificate the migration reads with.
+        written = await reader.probe_write(key, NEVER_STORED)
     except EtcdPermissionDeniedError:
         return WriteAnswer.DENIED, ""
     except grpc.aio.AioRpcError as error:
@@ -70,7 +64,7 @@ async def ask_write(reader: EtcdReader, key: str) -> tuple[WriteAnswer, str]:
         if "permission denied" in str(error).lower():
             return WriteAnswer.DENIED, ""
         return WriteAnswer.UNKNOWN, f"{type(error).__name__}: {error}"
-    if response.succeeded:
+    if written:
         # Cannot happen for a random key; if it did, say so rather than call it a mere warning.
         return WriteAnswer.ALLOWED, f"the compare held and {key} was written"
     return WriteAnswer.ALLOWED, ""

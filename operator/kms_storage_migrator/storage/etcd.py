@@ -373,6 +373,23 @@ class EtcdReader:
             raise _failure(self._config.display, error) from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
+    async def probe_write(self, key: str, value: bytes) -> bool:
+        """Whether this user may write, asked without writing: a Txn that puts ``key`` only if
+        its value already equals ``value``. Only for a random ``key`` that never exists (the
+        preflight probe, preflight/etcd_probe.py), so the compare fails and nothing is written:
+        etcd checks the permission of every operation before it evaluates the compare.
+
+        One attempt; errors are the caller's to read (permission denied is the answer wanted).
+        Returns whether the compare held, which for an absent key it never does.
+        """
+        if self._client is None or self._client.kv is None:
+            raise RuntimeError("EtcdReader used outside 'async with'")
+        kv = self._client.kv
+        compare = kv.txn_compare_value(key, value)
+        put = kv.txn_op_put(key, value)
+        response = await kv.txn([compare], [put], timeout=self._config.timeout, max_attempts=1)
+        return bool(response.succeeded)
+
     async def get(self, key: bytes | str) -> RawEntry | None:
         """One key at the latest revision (for read-back verification), or None if absent."""
         raw_key = key.encode() if isinstance(key, str) else key
