@@ -38,7 +38,7 @@ def free_port() -> int:
 
 def install_crd(cluster: DevCluster) -> None:
     cluster.kubectl("apply", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/storagemigrations.kms-storage-migrator.io")
+    cluster.wait_established("storagemigrations.kms-storage-migrator.io")
 
 
 class OperatorProcess:

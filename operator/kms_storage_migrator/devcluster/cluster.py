@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -630,6 +631,32 @@ class DevCluster:
                 completed.returncode, ["kubectl", *args], completed.stdout, completed.stderr
             )
         return completed.stdout
+
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """Until the CRD named ``crd`` reports Established.
+
+        Polled with `kubectl get`, not `kubectl wait`: right after an apply, `kubectl wait` was
+        seen to fail at once (exit 1, in a CI rehearsal) instead of waiting, so a CRD created a
+        moment before must also be allowed not to be found yet.
+        """
+        query = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        command = [str(self.binary("kubectl")), "--kubeconfig", str(self.kubeconfig), "get", "crd", crd]
+        deadline = time.monotonic() + timeout
+        while True:
+            got = subprocess.run(
+                [*command, "-o", query],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if got.returncode == 0 and got.stdout.strip() == "True":
+                return
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"CRD {crd} not Established after {timeout:.0f} s: "
+                    f"{(got.stderr or got.stdout).strip() or 'no Established condition'}"
+                )
+            time.sleep(0.2)
 
     def etcdctl(self, *args: str) -> bytes:
         reader = self.pki.etcd_reader

@@ -134,7 +134,7 @@ def seed(cluster: DevCluster, count: int, namespaces: int = 20, *, progress: boo
     """Create the CRDs and ``count`` objects through the API; returns how many were created."""
     cluster.kubectl("apply", "-f", "-", input=_as_list(custom_resource_definitions()))
     for crd in (NAMESPACED_CRD, CLUSTER_CRD):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        cluster.wait_established(crd)
     created = 0
     batch: list[dict[str, Any]] = []
     for item in seed_objects(count, namespaces):
