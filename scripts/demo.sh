@@ -24,7 +24,13 @@ $ksm scan --etcd-config "$dir/etcd.json" --kubeconfig "$dir/kubeconfig" || true
 
 echo "==> installing the StorageMigration CRD and starting the operator"
 kubectl apply -f crds/storagemigrations.yaml
-kubectl wait --for=condition=Established crd/storagemigrations.kms-storage-migrator.io
+# Polled rather than `kubectl wait`, which was seen to exit 1 at once right after an apply.
+established() {
+  kubectl get crd storagemigrations.kms-storage-migrator.io \
+    -o "jsonpath={.status.conditions[?(@.type=='Established')].status}" 2>/dev/null
+}
+for _ in $(seq 300); do [ "$(established)" = True ] && break; sleep 0.2; done
+[ "$(established)" = True ] || { echo "the StorageMigration CRD did not become Established" >&2; exit 1; }
 $ksm run --kubeconfig "$dir/kubeconfig" --etcd-config "$dir/etcd.json" --metrics-port 0 \
   >"$dir/logs/operator.log" 2>&1 &
 operator=$!
