@@ -124,7 +124,7 @@ def seed_bench(cluster: DevCluster, count: int, start: int, workers: int = SEED_
         ]
         crd = crd_manifest(BENCH_GROUP, "widgets", "Widget", "Namespaced")
         cluster.kubectl("apply", "-f", "-", input=_as_list([crd, *namespaces]))
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/widgets.{BENCH_GROUP}", "--timeout=60s")
+        cluster.wait_established(f"widgets.{BENCH_GROUP}")
 
     def batches() -> Iterator[list[dict[str, Any]]]:
         batch: list[dict[str, Any]] = []
@@ -345,7 +345,7 @@ def run_ours(
     run instead of the installed one, for a before/after on the same snapshot.
     """
     cluster.kubectl("apply", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/storagemigrations.kms-storage-migrator.io")
+    cluster.wait_established("storagemigrations.kms-storage-migrator.io", timeout=30)
     command = [sys.executable, "-m", "kms_storage_migrator", "run", "--kubeconfig", str(cluster.kubeconfig)]
     command += ["--metrics-port", "0"]
     if mode == "Targeted":

@@ -197,7 +197,7 @@ def main() -> int:
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": custom_resource_definitions()}),
         )
         for crd in (NAMESPACED_CRD, CLUSTER_CRD):
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+            cluster.wait_established(crd)
         items = seed_objects(checkpoints[-1], args.namespaces)
         # The namespaces come first and must exist before parallel batches fill them.
         seeded = seed_in_parallel(cluster, items, args.namespaces, workers=1)

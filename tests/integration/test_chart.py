@@ -480,7 +480,7 @@ def test_helm_install_then_uninstall_leaves_only_the_crd(
         helm("status", RELEASE, "--namespace", NAMESPACE, "-o", "json", kubeconfig=cluster.kubeconfig).stdout
     )
     assert status["info"]["status"] == "deployed"
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(CRD_NAME)
     installed = _every_object(cluster) - before
     assert {
         ("CustomResourceDefinition", "", CRD_NAME),

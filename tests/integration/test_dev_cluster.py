@@ -50,9 +50,7 @@ def key_id_field(key_id: str) -> bytes:
 
 def install_widget_crd(cluster: DevCluster) -> None:
     cluster.kubectl("apply", "-f", "-", input=WIDGET_CRD)
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.test.kms-storage-migrator.io", "--timeout=60s"
-    )
+    cluster.wait_established("widgets.test.kms-storage-migrator.io")
 
 
 def create_objects(cluster: DevCluster, namespace: str, suffix: str) -> dict[str, str]:

@@ -286,7 +286,7 @@ def test_a_crd_deleted_while_its_resource_is_migrated_ends_the_migration_clearly
     world.cluster.kubectl(
         "apply", "-f", "-", input=json.dumps(crd_manifest(DOOMED_GROUP, "widgets", "Widget", "Namespaced"))
     )
-    world.cluster.kubectl("wait", "--for=condition=Established", f"crd/{DOOMED_CRD}")
+    world.cluster.wait_established(DOOMED_CRD, timeout=30)
     items: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DOOMED_NAMESPACE}}
     ]

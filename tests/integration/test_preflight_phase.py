@@ -263,7 +263,7 @@ def test_a_resource_it_may_not_patch_and_a_broken_conversion_webhook_fail_before
     cluster = world.cluster
     crd = json.dumps(WIDGET_CRD)
     cluster.kubectl("apply", "-f", "-", input=crd)
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/widgets.{GROUP}")
+    cluster.wait_established(f"widgets.{GROUP}", timeout=30)
     widget = {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": "w-1"}}
     cluster.kubectl("create", "-f", "-", input=json.dumps(widget))  # v1 is stored: no conversion
     cluster.kubectl("apply", "-f", "-", input=json.dumps(DEAD_VALIDATOR))

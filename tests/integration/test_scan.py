@@ -118,7 +118,7 @@ def mixed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         cluster.kubectl("create", "namespace", NS)
         for plural, kind, scope in (("widgets", "Widget", "Namespaced"), ("gadgets", "Gadget", "Cluster")):
             cluster.kubectl("create", "-f", "-", input=json.dumps(crd(plural, kind, scope)))
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{GROUP}", "--timeout=60s")
+            cluster.wait_established(f"{plural}.{GROUP}")
         create_objects(cluster, "plain", configmaps=3, secrets=2, widgets=2, gadgets=1)
         cluster.encrypt()
         key_a = cluster.current_key_id()

@@ -640,22 +640,16 @@ class DevCluster:
         moment before must also be allowed not to be found yet.
         """
         query = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-        command = [str(self.binary("kubectl")), "--kubeconfig", str(self.kubeconfig), "get", "crd", crd]
         deadline = time.monotonic() + timeout
         while True:
-            got = subprocess.run(
-                [*command, "-o", query],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if got.returncode == 0 and got.stdout.strip() == "True":
-                return
+            try:
+                if self.kubectl("get", "crd", crd, "-o", query).strip() == "True":
+                    return
+                seen = "no Established condition"
+            except subprocess.CalledProcessError as error:
+                seen = str(error.stderr or "").strip() or f"kubectl exited {error.returncode}"
             if time.monotonic() > deadline:
-                raise UserError(
-                    f"CRD {crd} not Established after {timeout:.0f} s: "
-                    f"{(got.stderr or got.stdout).strip() or 'no Established condition'}"
-                )
+                raise UserError(f"CRD {crd} not Established after {timeout:.0f} s: {seen}")
             time.sleep(0.2)
 
     def etcdctl(self, *args: str) -> bytes:
