@@ -60,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from etcd_truth import Holding, read_holding
 from peak_rss import PeakRss
-from scale_report import SCAN, Run, draw_chart, scenario_table
+from scale_report import ETCDCTL, SCAN, Run, draw_chart, scenario_table
+from scan_vs_etcdctl import etcdctl_command
 
 from kms_storage_migrator.devcluster.binaries import cache_root
 from kms_storage_migrator.devcluster.cluster import DevCluster
@@ -471,6 +472,16 @@ def run_scan(cluster: DevCluster) -> tuple[float, float, float]:
     return time.perf_counter() - started, cpu, rss
 
 
+def run_etcdctl(cluster: DevCluster) -> tuple[float, float, float]:
+    """`etcdctl get /registry --prefix`, output discarded: the read path's reference (Go, one range)."""
+    started = time.perf_counter()
+    process, memory = spawn(etcdctl_command(cluster), stdout=subprocess.DEVNULL)
+    cpu, rss = wait_child(process, memory)
+    if process.returncode != 0:
+        raise SystemExit(f"etcdctl exited with {process.returncode}")
+    return time.perf_counter() - started, cpu, rss
+
+
 FAST = {"qps": 2000, "concurrency": 32, "pageSize": 500}
 BASELINE: Path | None = None  # --baseline: the operator/ directory the *-baseline contenders run
 
@@ -491,6 +502,7 @@ CONTENDERS: dict[str, Contender] = {
     "in-tree-svm": lambda c, r, w: run_in_tree(c, r),
     "kubectl-replace": lambda c, r, w: run_kubectl_replace(c, r),
     SCAN: lambda c, r, w: run_scan(c),
+    ETCDCTL: lambda c, r, w: run_etcdctl(c),
     "ours-full-fast-baseline": lambda c, r, w: run_ours(
         c, "Full", FAST, w / "ours-full-fast-baseline.log", source=_baseline()
     ),
@@ -501,6 +513,7 @@ CONTENDERS: dict[str, Contender] = {
 # Nothing to rewrite: only what reads etcd compares (a writer of every object has no stale one).
 NOTHING_STALE_CONTENDERS = (
     SCAN,
+    ETCDCTL,
     "ours-targeted-default",
     "ours-targeted-fast",
     "ours-targeted-fast-baseline",
@@ -518,10 +531,10 @@ def default_contenders(scenario: str, objects: int) -> list[str]:
     every object, as kubectl does: the goal there is Targeted against the fastest peer.
     """
     if scenario == NOTHING_STALE:
-        return (
-            [SCAN, "ours-targeted-fast"] if objects >= LARGE_OBJECTS else list(NOTHING_STALE_CONTENDERS[:3])
-        )
-    every = [c for c in CONTENDERS if c != SCAN and not c.endswith("-baseline")]
+        if objects >= LARGE_OBJECTS:
+            return [SCAN, ETCDCTL, "ours-targeted-fast"]
+        return list(NOTHING_STALE_CONTENDERS[:4])
+    every = [c for c in CONTENDERS if c not in (SCAN, ETCDCTL) and not c.endswith("-baseline")]
     if objects < LARGE_OBJECTS:
         return every
     if scenario == "ten-percent":
@@ -530,8 +543,10 @@ def default_contenders(scenario: str, objects: int) -> list[str]:
 
 
 def applies(scenario: str, contender: str) -> bool:
-    """The scan is the reference of nothing-stale alone, and only readers of etcd run there."""
-    return contender in NOTHING_STALE_CONTENDERS if scenario == NOTHING_STALE else contender != SCAN
+    """The scan and etcdctl are references of nothing-stale alone, and only readers of etcd run there."""
+    if scenario == NOTHING_STALE:
+        return contender in NOTHING_STALE_CONTENDERS
+    return contender not in (SCAN, ETCDCTL)
 
 
 class LoadLog:

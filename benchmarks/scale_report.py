@@ -19,6 +19,8 @@ CEILING = "ceiling"
 # A bare `kms-storage-migrator scan` of the same etcd: the reference of the nothing-stale scenario,
 # where no contender has anything to write and time, not objects/s, is what compares.
 SCAN = "scan"
+# `etcdctl get --prefix` of the same keys: what the etcd read path (scan, verification) is judged by.
+ETCDCTL = "etcdctl-get"
 # The tools a user would otherwise run: every contender of ours is compared with each of them.
 PEERS = ("in-tree-svm", "kubectl-replace")
 
@@ -160,7 +162,7 @@ def draw_chart(runs: list[Run], path: Path, memory_runs: list[Run] | None = None
     figure, axes = pyplot.subplots(1, len(scenarios) + 1, figsize=(5.5 * (len(scenarios) + 1), 4.5))
     for axis, scenario in zip(axes, scenarios, strict=False):
         rows = [r for r in runs if r.scenario == scenario and r.objects == largest]
-        colours = ["tab:grey" if r.contender in (CEILING, SCAN) else "tab:blue" for r in rows]
+        colours = ["tab:grey" if r.contender in (CEILING, SCAN, ETCDCTL) else "tab:blue" for r in rows]
         # The load each ran under, in the label: it moves the bars more than most changes do,
         # and it tells apart two runs of one contender.
         labels = [

@@ -8,16 +8,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from production_scale import CONTENDERS, LARGE_OBJECTS, NOTHING_STALE, applies, default_contenders
-from scale_report import SCAN, Run, scenario_table, time_ratio
+from scale_report import ETCDCTL, SCAN, Run, scenario_table, time_ratio
 
 
 def test_below_the_large_size_every_contender_runs_and_the_scan_only_in_nothing_stale() -> None:
     every = default_contenders("all-stale", LARGE_OBJECTS - 1)
     assert SCAN not in every
+    assert ETCDCTL not in every
     assert "ours-full-default" in every
     assert "in-tree-svm" in every
     assert not [c for c in every if c.endswith("-baseline")]  # only on request, with --baseline
     assert SCAN in default_contenders(NOTHING_STALE, 1000)
+    assert ETCDCTL in default_contenders(NOTHING_STALE, 1000)  # the read path's reference
 
 
 def test_at_large_sizes_what_takes_n_over_50_seconds_is_left_out() -> None:
@@ -29,7 +31,7 @@ def test_at_large_sizes_what_takes_n_over_50_seconds_is_left_out() -> None:
         assert all(applies(scenario, c) for c in chosen)
     assert "kubectl-replace" in default_contenders("all-stale", 50_000)  # the fastest peer stays
     assert "ceiling" in default_contenders("all-stale", 50_000)
-    assert default_contenders(NOTHING_STALE, 50_000) == [SCAN, "ours-targeted-fast"]
+    assert default_contenders(NOTHING_STALE, 50_000) == [SCAN, ETCDCTL, "ours-targeted-fast"]
 
 
 def test_nothing_stale_takes_only_readers_of_etcd_and_the_scan_nowhere_else() -> None:
@@ -37,6 +39,7 @@ def test_nothing_stale_takes_only_readers_of_etcd_and_the_scan_nowhere_else() ->
     assert not applies(NOTHING_STALE, "ceiling")
     assert not applies(NOTHING_STALE, "ours-full-fast")
     assert not applies("all-stale", SCAN)
+    assert not applies("all-stale", ETCDCTL)
 
 
 def _run(contender: str, seconds: float) -> Run:
