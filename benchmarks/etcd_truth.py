@@ -84,31 +84,43 @@ def classify(value: bytes) -> str:
     return "other"
 
 
+HOLDING_PAGE = 2000  # keys per etcdctl call: one call for 200k objects outran its deadline
+
+
 def read_holding(etcdctl: Path, endpoint: str, tls: tuple[Path, Path, Path], prefix: str) -> Holding:
-    """``tls``: the CA, client certificate and client key paths."""
+    """``tls``: the CA, client certificate and client key paths.
+
+    Read in pages of HOLDING_PAGE keys at one revision (the first page's): each page starts at
+    the last key of the one before (etcdctl takes no NUL byte to start just after it), which is
+    skipped.
+    """
     ca, cert, key = tls
-    completed = subprocess.run(
-        [
-            str(etcdctl),
-            f"--endpoints={endpoint}",
-            f"--cacert={ca}",
-            f"--cert={cert}",
-            f"--key={key}",
-            "get",
-            prefix,
-            "--prefix",
-            "-w",
-            "json",
-        ],
-        capture_output=True,
-        check=True,
-        timeout=600,
-    )
+    base = [str(etcdctl), f"--endpoints={endpoint}", f"--cacert={ca}", f"--cert={cert}", f"--key={key}"]
+    base += ["--command-timeout=120s", "get", "-w", "json"]
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the end of the prefix range
     holding = Holding()
-    for entry in json.loads(completed.stdout).get("kvs") or []:
-        name = base64.b64decode(entry["key"]).decode(errors="replace")
-        if name.startswith(INTERNAL_PREFIXES):
-            holding.internal += 1
-            continue
-        holding.by_format[classify(base64.b64decode(entry.get("value") or ""))] += 1
-    return holding
+    start, revision, skip = prefix, None, None
+    while True:
+        pinned = [f"--rev={revision}"] if revision is not None else []
+        completed = subprocess.run(
+            [*base, *pinned, f"--limit={HOLDING_PAGE + 1}", start, end],
+            capture_output=True,
+            check=False,
+            timeout=600,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"etcdctl get failed: {completed.stderr.decode(errors='replace')[-400:]}")
+        reply = json.loads(completed.stdout)
+        revision = revision or int(reply["header"]["revision"])
+        entries = reply.get("kvs") or []
+        names = [base64.b64decode(entry["key"]).decode(errors="replace") for entry in entries]
+        for name, entry in zip(names, entries, strict=True):
+            if name == skip:
+                continue
+            if name.startswith(INTERNAL_PREFIXES):
+                holding.internal += 1
+                continue
+            holding.by_format[classify(base64.b64decode(entry.get("value") or ""))] += 1
+        if not reply.get("more") or not names:
+            return holding
+        start = skip = names[-1]

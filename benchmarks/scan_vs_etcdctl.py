@@ -73,6 +73,7 @@ def etcdctl_command(cluster: DevCluster) -> list[str]:
         f"--cacert={files['cacert']}",
         f"--cert={files['cert']}",
         f"--key={files['key']}",
+        "--command-timeout=600s",  # the 5 s default ends a one-range dump of 200k objects early
         "get",
         "/registry",
         "--prefix",

@@ -104,12 +104,17 @@ class FlakyEtcd(FakeCluster):
         self.outage = outage
 
     async def scan(
-        self, prefix: bytes | str, page_size: int = 100, *, start_after: bytes | None = None
+        self,
+        prefix: bytes | str,
+        page_size: int = 100,
+        *,
+        keys_only: bool = False,
+        start_after: bytes | None = None,
     ) -> AsyncIterator[list[RawEntry]]:
         if str(prefix).startswith("/registry/secrets/") and self.outage:
             self.outage -= 1
             raise EtcdUnavailable("etcd at https://127.0.0.1:2379: connection refused")
-        async for page in super().scan(prefix, page_size, start_after=start_after):
+        async for page in super().scan(prefix, page_size, keys_only=keys_only, start_after=start_after):
             yield page
 
 

@@ -50,6 +50,8 @@ Listing = asyncio.Task[dict[str, Any]]  # a list page requested ahead of its tur
 
 
 class FullWalk:
+    redo_writes = True  # a relisted page is written again, object by object
+
     def __init__(
         self,
         api: ApiPort,

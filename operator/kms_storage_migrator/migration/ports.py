@@ -48,7 +48,14 @@ class EtcdPort(Protocol):
 
     # How often a scan found its revision compacted and read on at a newer one (never reset).
     compaction_restarts: int
+    # The etcd revision the latest scan page was read at (a scan is pinned to one revision).
+    revision: int
 
     def scan(
-        self, prefix: bytes | str, page_size: int = ..., *, start_after: bytes | None = None
+        self,
+        prefix: bytes | str,
+        page_size: int = ...,
+        *,
+        keys_only: bool = ...,  # values left empty: keys and mod revisions only
+        start_after: bytes | None = None,
     ) -> AsyncIterator[list[RawEntry]]: ...

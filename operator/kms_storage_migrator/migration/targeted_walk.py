@@ -3,8 +3,9 @@
 The checkpoint is the last etcd key done. Before the walk, a few objects of each resource are
 written as *format probes* (the first keys, so the checkpoint starts after them and no probe is
 written or counted twice): reading one back says how the apiserver writes that resource now.
-Each resource is read from etcd once here and once by verification; the estimate is a key count
-(no values). Objects found current are counted unchanged, so the totals cover every key.
+Each resource is read from etcd once here; verification reads it again unless the walk found
+it entirely current (then only keys, revisions and what changed since: verify.py). The estimate
+is a key count (no values). Objects found current are counted unchanged, so the totals cover every key.
 
 It never reads objects through the API: names and resourceVersions come from etcd keys and mod
 revisions, and a write's answer (kube.py) holds only the new resourceVersion. So no answer
@@ -25,7 +26,7 @@ from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.rewrite import RewriteTarget
 from kms_storage_migrator.migration.staleness import is_rewritable, needs_rewrite
 from kms_storage_migrator.migration.unreadable import Unreadable
-from kms_storage_migrator.migration.verify import stored_objects
+from kms_storage_migrator.migration.verify import CleanWalk, stored_objects
 from kms_storage_migrator.migration.walk import Page
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
 
@@ -35,6 +36,10 @@ ETCD_COMPACTED = "etcd-compacted"
 
 
 class TargetedWalk:
+    # A redone page is read from etcd again: what the lost page wrote is current by then, and
+    # counted unchanged, so a crash costs reads, not writes.
+    redo_writes = False
+
     def __init__(
         self,
         etcd: EtcdPort,
@@ -50,6 +55,8 @@ class TargetedWalk:
         self._page_size = page_size
         self._root = root
         self.index: ResourceIndex = {}  # set after discovery
+        # Resources walked whole in this process and found entirely current (verify.py).
+        self.clean: dict[str, CleanWalk] = {}
 
     async def prepare(self, pending: list[tuple[ResourceProgress, ServedResource]]) -> None:
         for entry, served in pending:
@@ -91,21 +98,29 @@ class TargetedWalk:
             entry.phase = ResourcePhase.FAILED
             entry.message = "current write format unknown"
             return
-        last = entry.checkpoint.last_key
-        restarts = self._etcd.compaction_restarts
+        start = last = entry.checkpoint.last_key
+        restarts = first_restarts = self._etcd.compaction_restarts
+        self.clean.pop(entry.name, None)
+        clean, revision = True, 0
         async for page in self._stored(served, self._page_size, last):
             for _ in range(self._etcd.compaction_restarts - restarts):
                 self._writer.walk_restarted(entry, ETCD_COMPACTED)
             restarts = self._etcd.compaction_restarts
+            revision = self._etcd.revision
             targets = [_target(served, item) for item in page if needs_rewrite(item.format, expected)]
             # Values in no known format are never written (the apiserver cannot decode them
             # either): each is a failure, as in a Full walk. The rest are current: unchanged.
             unreadable = [_unreadable(item) for item in page if not is_rewritable(item.format)]
+            clean = clean and not targets and not unreadable
             entry.estimate = max(entry.estimate, entry.counts.done + len(page))
             last = page[-1].etcd_key
             current = len(page) - len(targets) - len(unreadable)
             yield Page(targets, last, current=current, unreadable=unreadable)
         entry.estimate = entry.counts.done
+        if clean and restarts == first_restarts:
+            # Read whole at one revision (no compaction moved it), and nothing to write: what
+            # verification may take from this walk instead of reading every value again.
+            self.clean[entry.name] = CleanWalk(start, revision, expected)
         yield Page([], last, final=True)
 
     def _stored(

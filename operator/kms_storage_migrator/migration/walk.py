@@ -31,6 +31,11 @@ class Page:
 
 
 class Walk(Protocol):
+    # Whether redoing a committed but unpublished page costs writes. Full lists again and writes
+    # every object, so each written page is stored at once; Targeted reads etcd again and writes
+    # only what is still stale, so its pages go out with the publisher's interval.
+    redo_writes: bool
+
     async def prepare(self, pending: list[tuple[ResourceProgress, ServedResource]]) -> None:
         """Estimate each resource before the first write (and, Targeted, learn its format)."""
 
