@@ -6,7 +6,7 @@ Each test here failed on the engine before the fix; the integration tests
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from test_rewrite_engine import CURRENT, STALE, FakeCluster, MemorySink, _listed, _runner
@@ -110,11 +110,14 @@ class FlakyEtcd(FakeCluster):
         *,
         keys_only: bool = False,
         start_after: bytes | None = None,
+        namespaces: Sequence[bytes] = (),  # a real etcd's cut points; one range here
     ) -> AsyncIterator[list[RawEntry]]:
         if str(prefix).startswith("/registry/secrets/") and self.outage:
             self.outage -= 1
             raise EtcdUnavailable("etcd at https://127.0.0.1:2379: connection refused")
-        async for page in super().scan(prefix, page_size, keys_only=keys_only, start_after=start_after):
+        async for page in super().scan(
+            prefix, page_size, keys_only=keys_only, start_after=start_after, namespaces=namespaces
+        ):
             yield page
 
 

@@ -6,7 +6,7 @@ engine's own logic; the integration tests run the same engine against the real a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -326,6 +326,7 @@ class FakeCluster:
         *,
         keys_only: bool = False,
         start_after: bytes | None = None,
+        namespaces: Sequence[bytes] = (),  # a real etcd's cut points; one range here
     ) -> AsyncIterator[list[RawEntry]]:
         text = prefix.decode() if isinstance(prefix, bytes) else prefix
         keys = sorted(k for k in self.store if k.startswith(text))

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from kms_storage_migrator.errors import UserError
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory
-from kms_storage_migrator.storage.etcd import DEFAULT_PAGE_SIZE, EtcdReader, KeyValue, RawEntry
+from kms_storage_migrator.storage.etcd import (
+    DEFAULT_PAGE_SIZE,
+    EtcdReader,
+    KeyValue,
+    RawEntry,
+    namespace_names,
+)
 from kms_storage_migrator.storage.formats import StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
     DEFAULT_ROOT,
@@ -158,10 +164,13 @@ async def scan_inventory(
     """
     inventory = Inventory(expectation)
     split_at = scan_boundaries(index, root=root)
+    namespaces = await namespace_names(reader, root)
     for prefix in selection_prefixes(selection, index, root=root):
         # Page by page, in bulk, rather than through classify_page: an async step and a
         # ClassifiedObject per object would cost more than classifying it.
-        pages = reader.scan_values(prefix, page_size, require_keys=selection is None, split_at=split_at)
+        pages = reader.scan_values(
+            prefix, page_size, require_keys=selection is None, split_at=split_at, namespaces=namespaces
+        )
         async for page in pages:
             tally_page(page, index, inventory, root=root)
             if on_page is not None:

@@ -6,7 +6,7 @@ unit tests, without casts or ignores.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from kms_storage_migrator.kube import PatchAnswer
@@ -58,4 +58,5 @@ class EtcdPort(Protocol):
         *,
         keys_only: bool = ...,  # values left empty: keys and mod revisions only
         start_after: bytes | None = None,
+        namespaces: Sequence[bytes] = ...,  # where a large range is cut (storage/etcd.py)
     ) -> AsyncIterator[list[RawEntry]]: ...

@@ -28,6 +28,7 @@ from kms_storage_migrator.migration.staleness import is_rewritable, needs_rewrit
 from kms_storage_migrator.migration.unreadable import Unreadable
 from kms_storage_migrator.migration.verify import CleanWalk, stored_objects
 from kms_storage_migrator.migration.walk import Page
+from kms_storage_migrator.storage.etcd import namespace_names
 from kms_storage_migrator.storage.keys import EtcdRoot, ResourceIndex, etcd_prefix
 
 FORMAT_PROBES = 5  # objects tried per resource to learn its current write format
@@ -57,8 +58,10 @@ class TargetedWalk:
         self.index: ResourceIndex = {}  # set after discovery
         # Resources walked whole in this process and found entirely current (verify.py).
         self.clean: dict[str, CleanWalk] = {}
+        self._namespaces: list[bytes] = []  # where a large resource's range is cut (prepare)
 
     async def prepare(self, pending: list[tuple[ResourceProgress, ServedResource]]) -> None:
+        self._namespaces = await namespace_names(self._etcd, self._root)
         for entry, served in pending:
             await self._probe_format(entry, served)
             if self._learner.expected(entry) is None:
@@ -126,7 +129,15 @@ class TargetedWalk:
     def _stored(
         self, served: ServedResource, page_size: int, after: str | None
     ) -> AsyncGenerator[list[ClassifiedObject], None]:
-        return stored_objects(self._etcd, served, self.index, page_size, after_key=after, root=self._root)
+        return stored_objects(
+            self._etcd,
+            served,
+            self.index,
+            page_size,
+            after_key=after,
+            root=self._root,
+            namespaces=self._namespaces,
+        )
 
 
 def _unreadable(item: ClassifiedObject) -> Unreadable:

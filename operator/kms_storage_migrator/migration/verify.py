@@ -21,6 +21,7 @@ from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
 from kms_storage_migrator.migration.resource_choice import ServedResource
 from kms_storage_migrator.migration.staleness import StaleTally, is_rewritable
+from kms_storage_migrator.storage.etcd import namespace_names
 from kms_storage_migrator.storage.formats import FormatKind, StoredFormat, classify
 from kms_storage_migrator.storage.keys import (
     DEFAULT_ROOT,
@@ -59,15 +60,17 @@ async def stored_objects(
     *,
     after_key: str | None = None,
     root: EtcdRoot = DEFAULT_ROOT,
+    namespaces: Sequence[bytes] = (),
 ) -> AsyncGenerator[list[ClassifiedObject], None]:
     """Pages of one resource's rewritable objects, in key order, optionally after ``after_key``.
 
     ``root`` is the apiserver's ``--etcd-prefix``. Resuming after a key is etcd's job (the range
-    starts there), so a resumed walk does not read the keys it has already done.
+    starts there), so a resumed walk does not read the keys it has already done. ``namespaces``
+    (storage/etcd.namespace_names) cut a large resource into ranges etcd pages through cheaply.
     """
     prefix = etcd_prefix(resource.group, resource.resource, index, root=root)
     start_after = after_key.encode() if after_key is not None else None
-    async for page in reader.scan(prefix, page_size, start_after=start_after):
+    async for page in reader.scan(prefix, page_size, start_after=start_after, namespaces=namespaces):
         # The scan's record of a stored object: one definition for scan, walk and verification.
         batch = [obj for obj in classify_page(page, index, root=root) if obj.stored_key.rewritable]
         if batch:
@@ -178,6 +181,7 @@ async def verify_resources(
     """
     report = VerificationReport(failed=list(failed))
     clean_walks = clean or {}
+    namespaces = await namespace_names(reader, root)
     for resource, current in resources:
         expected = current or reference
         if expected is None:
@@ -188,7 +192,7 @@ async def verify_resources(
         # The walk's verdicts hold only under the format judged now (a key rotated since: no).
         if walk is not None and walk.expected == expected:
             changed = await _changed_since(
-                reader, resource, walk, index=index, page_size=page_size, root=root
+                reader, resource, walk, index=index, page_size=page_size, root=root, namespaces=namespaces
             )
             if changed is not None:
                 unchanged, keys = changed
@@ -197,7 +201,8 @@ async def verify_resources(
                     judge.add(item)
                 report.stale_by_resource[resource.name] = judge.stale
                 continue
-        async for page in stored_objects(reader, resource, index, page_size, root=root):
+        pages = stored_objects(reader, resource, index, page_size, root=root, namespaces=namespaces)
+        async for page in pages:
             if should_stop():
                 return report
             for item in page:
@@ -254,6 +259,7 @@ async def _changed_since(
     index: ResourceIndex,
     page_size: int,
     root: EtcdRoot,
+    namespaces: Sequence[bytes],
 ) -> tuple[int, list[bytes]] | None:
     """Keys and revisions only: how many keys the walk's verdict still covers, and the keys to
     read back (changed since, or not read by the walk); None when reading everything is cheaper."""
@@ -261,7 +267,7 @@ async def _changed_since(
     after = walk.start_after.encode() if walk.start_after is not None else b""
     unchanged = 0
     changed: list[bytes] = []
-    async for page in reader.scan(prefix, page_size, keys_only=True):
+    async for page in reader.scan(prefix, page_size, keys_only=True, namespaces=namespaces):
         for entry in page:
             if not parse_key(entry.key, index, root=root).rewritable:
                 continue  # neither walked nor verified (stored_objects leaves it out too)
