@@ -285,12 +285,12 @@ def wait_child(process: subprocess.Popen[bytes], memory: PeakRss) -> tuple[float
     return usage.ru_utime + usage.ru_stime, memory.stop()
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
+def wait_for(condition: Callable[[], bool], what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.5)
+        time.sleep(every)
     raise SystemExit(f"{what} did not finish within {TIMEOUT_SECONDS}s")
 
 
@@ -374,17 +374,20 @@ def run_ours(
     started = time.perf_counter()
     cluster.kubectl("create", "-f", "-", input=json.dumps(migration))
 
+    path = f"/apis/kms-storage-migrator.io/v1alpha1/storagemigrations/{name}"
+
     def finished() -> bool:
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited ({operator.returncode}); see {log}")
-        phase = cluster.kubectl("get", "storagemigration", name, "-o", "jsonpath={.status.phase}")
+        phase = (cluster.get_json(path).get("status") or {}).get("phase")
         if phase == "Failed":
             raise SystemExit(f"our migration failed; see {log}")
         return phase == "Succeeded"
 
     profiler = _start_profiler(operator.pid, log.with_suffix(".pyspy.txt"))
     try:
-        wait_for(finished, f"ours {mode}")
+        # Every 0.1 s over HTTPS: a `kubectl get` every 0.5 s added ~0.4 s on average to the end.
+        wait_for(finished, f"ours {mode}", every=0.1)
         elapsed = time.perf_counter() - started
     finally:
         cpu, rss = stop_child(operator, memory)
