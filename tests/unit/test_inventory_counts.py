@@ -7,7 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kms_storage_migrator.inventory.counts import ClassifiedObject, Inventory, ResourceCounts
-from kms_storage_migrator.inventory.scan import classify_page, tally_page
+from kms_storage_migrator.inventory.scan import classify_page, rewritable_flags, tally_page
 from kms_storage_migrator.storage.etcd import RawEntry
 from kms_storage_migrator.storage.formats import (
     DEK_SOURCE_AES_GCM_KEY,
@@ -15,7 +15,7 @@ from kms_storage_migrator.storage.formats import (
     FormatKind,
     StoredFormat,
 )
-from kms_storage_migrator.storage.keys import EtcdRoot, GroupResource, StoredKey
+from kms_storage_migrator.storage.keys import EtcdRoot, GroupResource, StoredKey, parse_key
 from kms_storage_migrator.storage.write_format import WriteFormat
 
 PLAIN = StoredFormat(FormatKind.PLAINTEXT_PROTOBUF)
@@ -210,3 +210,18 @@ def test_a_page_tallied_in_bulk_counts_like_each_object_recorded(
     tally_page(page, index, in_bulk, root=root)
     assert in_bulk.resources == one_by_one.resources
     assert list(in_bulk.resources) == list(one_by_one.resources)  # first seen, first listed
+
+
+@given(st.lists(page_keys, max_size=40), st.sampled_from(["/registry", ""]))
+@example([b"/registry/secrets//a", b"/registry/secrets//b"], "/registry")
+@example([b"/registry/secrets/ns/a", b"/registry/secrets/ns/\xff"], "/registry")
+@example([b"/registry/secrets/ns/a", b"/registry/secrets/ns/a/b"], "/registry")
+@example([b"/registry/secrets/", b"/registry/secrets/a"], "/registry")
+def test_rewritable_flags_parse_one_key_per_directory_and_agree_with_parse_key(
+    keys: list[bytes], root_path: str
+) -> None:
+    root = EtcdRoot(root_path)
+    keys.sort()  # etcd returns keys in order
+    index = {("example.com", "widgets"): True, ("example.com", "gadgets"): None}
+    one_by_one = [parse_key(key, index, root=root).rewritable for key in keys]
+    assert rewritable_flags(keys, index, root=root) == one_by_one

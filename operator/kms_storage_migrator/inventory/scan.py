@@ -111,6 +111,32 @@ def tally_page(
         inventory.record_many(parse_key(first_key, index, root=root), run_format, count)
 
 
+def rewritable_flags(
+    keys: Sequence[bytes], index: ResourceIndex, *, root: EtcdRoot = DEFAULT_ROOT
+) -> list[bool]:
+    """Whether each key holds an object the API can rewrite, parsing one key per directory.
+
+    As in :func:`tally_page`: keys of one directory (``_shared_directory``) parse alike, so a
+    run of them gets the first one's answer; keys-only verification asks this of every key.
+    """
+    root_prefix = root.base.encode()
+    flags: list[bool] = []
+    directory: bytes | None = None
+    verdict = False
+    for key in keys:
+        if not (
+            directory is not None
+            and key.startswith(directory)
+            and key.find(b"/", len(directory)) < 0
+            and len(key) > len(directory)
+            and key.isascii()
+        ):
+            verdict = parse_key(key, index, root=root).rewritable
+            directory = _shared_directory(key, root_prefix)
+        flags.append(verdict)
+    return flags
+
+
 def _shared_directory(key: bytes, root_prefix: bytes) -> bytes | None:
     """The directory (up to its last '/') whose other keys parse like ``key``, or None.
 

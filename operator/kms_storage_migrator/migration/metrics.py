@@ -171,8 +171,8 @@ class MigrationMetrics:
     def walk_restarted(self, resource: str, cause: str) -> None:
         self._metrics.walk_restarts.labels(self._migration, resource, cause).inc()
 
-    def outcome(self, resource: str, outcome: Outcome) -> None:
-        self._metrics.objects.labels(self._migration, resource, outcome.value).inc()
+    def outcome(self, resource: str, outcome: Outcome, count: int = 1) -> None:
+        self._metrics.objects.labels(self._migration, resource, outcome.value).inc(count)
 
     def status(
         self,

@@ -60,7 +60,7 @@ class NoFailureList:
 
 
 class MigrationObserver(RewriteObserver, Protocol):
-    def outcome(self, resource: str, outcome: Outcome) -> None: ...
+    def outcome(self, resource: str, outcome: Outcome, count: int = 1) -> None: ...
 
     def status(
         self,
@@ -75,7 +75,7 @@ class MigrationObserver(RewriteObserver, Protocol):
 
 
 class NullObserver(NoObserver):
-    def outcome(self, resource: str, outcome: Outcome) -> None:
+    def outcome(self, resource: str, outcome: Outcome, count: int = 1) -> None:
         return None
 
     def status(

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kms_storage_migrator.inventory.counts import ClassifiedObject
-from kms_storage_migrator.inventory.scan import classify_page
+from kms_storage_migrator.inventory.scan import classify_page, rewritable_flags
 from kms_storage_migrator.migration.ports import EtcdPort
 from kms_storage_migrator.migration.progress import MAX_EXAMPLES, Verification, VerificationResult
 from kms_storage_migrator.migration.resource_choice import ServedResource
@@ -30,7 +30,6 @@ from kms_storage_migrator.storage.keys import (
     ResourceIndex,
     StoredKey,
     etcd_prefix,
-    parse_key,
 )
 from kms_storage_migrator.storage.write_format import WriteFormat
 
@@ -268,8 +267,9 @@ async def _changed_since(
     unchanged = 0
     changed: list[bytes] = []
     async for page in reader.scan(prefix, page_size, keys_only=True, namespaces=namespaces):
-        for entry in page:
-            if not parse_key(entry.key, index, root=root).rewritable:
+        flags = rewritable_flags([entry.key for entry in page], index, root=root)
+        for entry, rewritable in zip(page, flags, strict=True):
+            if not rewritable:
                 continue  # neither walked nor verified (stored_objects leaves it out too)
             if entry.key > after and entry.mod_revision <= walk.revision:
                 unchanged += 1
