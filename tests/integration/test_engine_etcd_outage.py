@@ -92,5 +92,10 @@ def test_a_60_second_etcd_outage_while_migrating_is_survived(
     assert "phase Migrating kept, retry 1 in 2s" in text
     events = json.loads(cluster.kubectl("get", "events", "-n", "default", "-o", "json"))["items"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "outage"}
-    assert "InfrastructureAvailable" in reasons, reasons
+    # Events are best effort: in one CI rehearsal the apiserver's first writes after etcd came
+    # back were answered 504 after 34 s, this event among them; the operator then logs that it
+    # could not record it. Either way it announced the end of the outage.
+    announced = "cannot record event InfrastructureAvailable on outage" in text
+    assert "InfrastructureAvailable" in reasons or announced, reasons
+    assert "answers again after" in text
     assert "ObjectNotRewritten" not in reasons, reasons
