@@ -93,14 +93,7 @@ def tally_page(
     count = 0
     for key, value in page:
         stored = classify(value)
-        if (
-            stored is run_format
-            and directory is not None
-            and key.startswith(directory)
-            and key.find(b"/", len(directory)) < 0  # no deeper directory
-            and len(key) > len(directory)  # a name follows
-            and key.isascii()  # so the name is valid UTF-8, as the first key's was
-        ):
+        if stored is run_format and _in_directory(key, directory):
             count += 1
             continue
         if run_format is not None:
@@ -124,17 +117,23 @@ def rewritable_flags(
     directory: bytes | None = None
     verdict = False
     for key in keys:
-        if not (
-            directory is not None
-            and key.startswith(directory)
-            and key.find(b"/", len(directory)) < 0
-            and len(key) > len(directory)
-            and key.isascii()
-        ):
+        if not _in_directory(key, directory):
             verdict = parse_key(key, index, root=root).rewritable
             directory = _shared_directory(key, root_prefix)
         flags.append(verdict)
     return flags
+
+
+def _in_directory(key: bytes, directory: bytes | None) -> bool:
+    """Whether ``key`` names an object right in ``directory`` (from :func:`_shared_directory`),
+    so it parses like the key that directory came from."""
+    return (
+        directory is not None
+        and key.startswith(directory)
+        and key.find(b"/", len(directory)) < 0  # no deeper directory
+        and len(key) > len(directory)  # a name follows
+        and key.isascii()  # so the name is valid UTF-8, as the first key's was
+    )
 
 
 def _shared_directory(key: bytes, root_prefix: bytes) -> bytes | None:
