@@ -62,6 +62,9 @@ def namespace(dev_cluster: DevCluster) -> Iterator[str]:
     for account in ("reader-one", "reader-two"):
         dev_cluster.kubectl("-n", NAMESPACE, "create", "serviceaccount", account)
     yield NAMESPACE
+    # The shared cluster runs no namespace controller, so deleting the namespace leaves what it
+    # holds in place: the applied Secret would make every later preflight on it warn.
+    dev_cluster.kubectl("-n", NAMESPACE, "delete", "secrets", "--all", "--wait=true")
     dev_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
 
 

@@ -41,7 +41,7 @@ def test_an_admin_on_a_kms_cluster_passes_every_check(dev_cluster: DevCluster) -
     result = _preflight(dev_cluster, "--etcd-config", str(dev_cluster.etcd_config))
     assert result.returncode == 0, result.stdout + result.stderr
     # The dev cluster's etcd has no auth, so its reader could write: the one warning.
-    assert result.stdout.splitlines()[-1] == "0 check(s) failed, 1 warning(s)"
+    assert result.stdout.splitlines()[-1] == "0 check(s) failed, 1 warning(s)", result.stdout
     assert f"KMS v2 provider(s) in use: {dev_cluster.provider_name}" in _row(result.stdout, "write format")
     assert " OK " in _row(result.stdout, "RBAC patch */*")
     assert "you may list and patch every resource (*/*)" in _row(result.stdout, "permissions")
