@@ -4,7 +4,7 @@
 # CI runs the same tests at small sizes through scripts/test.sh. Arguments go to pytest
 # (e.g. `scripts/reliability.sh -k kills`); KSM_FAULT_SEED=<n> replays a run's kill times.
 # Takes an hour or more on a two-core machine: each test starts its own dev cluster.
-# test_faults_load.py alone seeds 100,000 objects and takes about an hour more (`-k load`
+# test_faults_load.py alone seeds 100,000 objects and takes about 45 min a case (`-k load`
 # runs only it; KSM_LOAD_OBJECTS=<n> another size).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,8 +6,8 @@ in-cluster controller would, and sends 20 requests/s: GET of a ConfigMap, LIST w
 its namespace, a merge PATCH of its own ConfigMap. Its latency is measured idle (the operator
 running, no migration) for a first window, then while the migration writes and, in turn, while
 it is suspended (``spec.suspend``), so idle and loaded samples come from the same minutes of
-this shared machine. The loaded p99 must stay within 2x the idle p99, the idle p99 taken as at
-least ``P99_FLOOR`` (why: below).
+this shared machine. The loaded p99 must stay within 2x the idle p99; in CI the idle p99 is taken
+as at least ``P99_FLOOR`` (why: below), at full size it is the issue's 2x as measured.
 
 The operator runs under the chart's ServiceAccount (its RBAC rendered by ``helm template`` and
 applied) at nice 19, without and with the chart's ``flowControl`` option. Where the requests
@@ -39,7 +39,16 @@ from typing import Any
 
 import pytest
 import yaml
-from fault_tools import ApiClient, EtcdInspector, done_count, is_terminal, phase_of, scaled, stale_summary
+from fault_tools import (
+    FULL_SCALE,
+    ApiClient,
+    EtcdInspector,
+    done_count,
+    is_terminal,
+    phase_of,
+    scaled,
+    stale_summary,
+)
 from operator_harness import OperatorProcess, apply_migration, install_crd
 
 from kms_storage_migrator.devcluster.binaries import binary_path
@@ -69,7 +78,7 @@ PROBE_NAMESPACE = "other-client"
 SELECTION = ["core/configmaps", "core/secrets"]
 PREFIXES = ("/registry/configmaps/", "/registry/secrets/")
 
-# KSM_LOAD_OBJECTS=<n> runs another size (a full-size run of 100k takes about an hour here).
+# KSM_LOAD_OBJECTS=<n> runs another size (a full-size case of 100k took 42 min here, alone).
 OBJECTS = int(os.environ.get("KSM_LOAD_OBJECTS") or scaled(1_200, 100_000))
 NAMESPACES = 20
 BATCH = 500
@@ -79,15 +88,16 @@ IDLE_SECONDS = scaled(10, 60)
 WRITING_SECONDS = scaled(8, 150)
 SUSPENDED_SECONDS = scaled(8, 15)
 FACTOR = 2.0
-# The idle p99 is taken as at least 2.5 s, so the bound is never below 5 s, Kubernetes' API
-# call latency SLO for namespace-scoped LISTs (single-object calls: 1 s). Why so high: on this
-# shared 2-core machine the apiserver, etcd, the operator and other engineers' builds and tests
-# share the cores (load average 16-25), and the apiserver's share of them is what limits it. A
-# migration at the default 50 writes/s raised the other client's p99 from 24-255 ms idle to
-# 141-2,602 ms in the same minutes, 0.8-35x (docs/reliability.md, "Load on other clients"). The
-# issue's 2x is reported, not asserted, at those figures; what is asserted holds on any machine
-# this suite runs on: no request of the other client fails, and its p99 stays within the SLO.
-P99_FLOOR = 2.5
+# In CI the idle p99 is taken as at least 2.5 s, so the bound is never below 5 s, Kubernetes'
+# API call latency SLO for namespace-scoped LISTs (single-object calls: 1 s). Why so high: CI runs
+# this beside the rest of the suite on two cores, where the apiserver's share of the CPU is what
+# limits it. With other engineers' work on the machine (load average 16-25) a migration at the
+# default 50 writes/s raised the other client's p99 from 24-255 ms idle to 141-2,602 ms in the
+# same minutes, 0.8-35x; on the quiet machine, alone, 1.0-1.8x (docs/reliability.md, "Load on
+# other clients"). What CI asserts holds on any machine: no request of the other client fails,
+# and its p99 stays within the SLO. The full-size run (scripts/reliability.sh -k load, run
+# alone) asserts the issue's claim itself: no floor, the p99 within 2x the idle p99.
+P99_FLOOR = 0.0 if FULL_SCALE else 2.5
 MIGRATIONS = "/apis/kms-storage-migrator.io/v1alpha1/storagemigrations"
 SERVICE_ACCOUNTS = ("service-accounts", "workload-low")
 OWN_LEVEL = (OPERATOR, OPERATOR)
@@ -515,7 +525,7 @@ def test_other_clients_p99_within_twice_idle_floored_at_the_slo_during_a_migrati
         assert OWN_LEVEL not in dispatched, dispatched
         assert in_service_accounts >= keys_before + probe_inner - 5, dispatched
 
-    # The issue's claim: the other client's p99 within twice its idle p99 (idle floored).
+    # The issue's claim: the other client's p99 within twice its idle p99 (floored in CI).
     assert load.p99 <= bound, (
         f"the other client's p99 rose from {idle.p99 * 1000:.1f} ms idle to {load.p99 * 1000:.1f} ms "
         f"during the migration (bound {bound * 1000:.1f} ms)"
