@@ -217,7 +217,7 @@ def test_a_page_tallied_in_bulk_counts_like_each_object_recorded(
 @example([b"/registry/secrets/ns/a", b"/registry/secrets/ns/\xff"], "/registry")
 @example([b"/registry/secrets/ns/a", b"/registry/secrets/ns/a/b"], "/registry")
 @example([b"/registry/secrets/", b"/registry/secrets/a"], "/registry")
-def test_rewritable_flags_parse_one_key_per_directory_and_agree_with_parse_key(
+def test_rewritable_flags_of_sorted_keys_agree_with_parse_key_on_each_key(
     keys: list[bytes], root_path: str
 ) -> None:
     root = EtcdRoot(root_path)

@@ -193,7 +193,7 @@ class PageWriter:
         Counted in one step: a Targeted walk of a cluster with nothing stale passes every key here.
         """
         if objects:
-            entry.counts.unchanged += objects
+            entry.counts.record(Outcome.UNCHANGED, objects)
             self._observer.outcome(entry.name, Outcome.UNCHANGED, objects)
 
     def record_unreadable(self, entry: ResourceProgress, objects: Sequence[Unreadable]) -> None:

@@ -67,17 +67,18 @@ class Counts:
     failed: int = 0
     retries: int = 0
 
-    def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome, count: int = 1) -> None:
+        """``count`` objects reached ``outcome``."""
         if outcome is Outcome.REWRITTEN:
-            self.rewritten += 1
+            self.rewritten += count
         elif outcome is Outcome.UNCHANGED:
-            self.unchanged += 1
+            self.unchanged += count
         elif outcome is Outcome.CONFLICT:
-            self.conflicts += 1
+            self.conflicts += count
         elif outcome is Outcome.GONE:
-            self.gone += 1
+            self.gone += count
         else:
-            self.failed += 1
+            self.failed += count
 
     @property
     def done(self) -> int:
